@@ -1,0 +1,18 @@
+#!/bin/bash
+# Entrypoint wrapper for the official mongo image (and its e2e stand-in is not
+# using it). Checks the secrets, then copies the password and the replica-set
+# keyfile from /run/secrets (root-owned bind mounts the mongodb user cannot
+# read) into the tmpfs /run/rpger, owned by mongodb, mode 0400 -- mongod
+# insists on that for a keyfile -- and hands over to the image's entrypoint,
+# which creates the root user on first start (MONGO_INITDB_ROOT_*_FILE).
+set -euo pipefail
+. /rpger/check-secrets.sh
+require_secret /run/secrets/mongodb_password mongodb_password
+require_secret /run/secrets/mongodb_keyfile mongodb_keyfile
+
+install -d -m 0755 /run/rpger
+for s in mongodb_password mongodb_keyfile; do
+    install -m 0400 -o mongodb -g mongodb /run/secrets/$s /run/rpger/$s
+done
+export MONGO_INITDB_ROOT_PASSWORD_FILE=/run/rpger/mongodb_password
+exec docker-entrypoint.sh "$@"

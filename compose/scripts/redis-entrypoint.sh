@@ -1,0 +1,30 @@
+#!/bin/sh
+# Entrypoint wrapper for valkey/valkey (and the e2e redis-server stand-in).
+# The password never appears on a command line: it is turned into an ACL file
+# holding only its sha256 (tmpfs /run/rpger, readable by the server user only),
+# referenced from a generated config. Then the image's entrypoint drops root.
+set -eu
+. /rpger/check-secrets.sh
+require_secret /run/secrets/redis_password redis_password
+
+if command -v valkey-server >/dev/null 2>&1; then server=valkey-server; user=valkey
+else server=redis-server; user=redis; fi
+
+install -d -m 0755 /run/rpger
+umask 077
+hash=$(tr -d '\r\n' </run/secrets/redis_password | sha256sum | cut -d' ' -f1)
+printf 'user default on #%s ~* &* +@all\n' "$hash" >/run/rpger/users.acl
+cat >/run/rpger/server.conf <<CONF
+bind * -::*
+port 6379
+protected-mode yes
+dir /data
+aclfile /run/rpger/users.acl
+appendonly yes
+appendfsync everysec
+save 900 1 300 100 60 10000
+maxmemory ${RPGER_REDIS_MAXMEMORY:-384mb}
+maxmemory-policy noeviction
+CONF
+chown "$user" /run/rpger/users.acl /run/rpger/server.conf
+exec docker-entrypoint.sh "$server" /run/rpger/server.conf

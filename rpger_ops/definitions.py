@@ -1,0 +1,13 @@
+"""The code location: `defs` is the one `dagster.Definitions` (workspace.yaml loads it)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from rpger_ops.defs.health import health_defs
+from rpger_ops.defs.resources import resource_defs
+
+defs = dg.Definitions.merge(
+    health_defs(),
+    dg.Definitions(resources=resource_defs()),
+)

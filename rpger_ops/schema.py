@@ -1,0 +1,12 @@
+"""The schema version this code is at (the highest migration it ships)."""
+
+from __future__ import annotations
+
+
+def code_schema_version() -> int:
+    """Highest migration version in `rpger_ops.migrations` (0 before any exist)."""
+    try:
+        from rpger_ops.migrations import registry
+    except ImportError:
+        return 0
+    return registry.latest_version()

@@ -1,0 +1,30 @@
+"""The harness starts real servers and the data generator fills them."""
+
+from __future__ import annotations
+
+from rpger_ops import testdata
+from rpger_ops.connect import chroma_client, mongo_client, redis_client
+
+
+def test_generator_fills_real_servers(settings):
+    report = testdata.load_all(settings, scale=20)
+    client = mongo_client(settings)
+    try:
+        build = client.admin.command("buildInfo")
+        db = client[settings.mongodb_database]
+        assert db["monsters"].count_documents({}) == 20
+        assert "ferretdb" in build or build.get("version")
+        names = {ix["name"] for ix in db["users"].list_indexes()}
+        assert {"username_1", "email_1"} <= names
+    finally:
+        client.close()
+    r = redis_client(settings)
+    assert 0 < r.ttl("dashboard:default:user0") <= 3600
+    assert r.llen("memory:conversation") == 100
+    assert redis_client(settings, db=1).exists("cache:stats") == 1
+    coll = chroma_client(settings).get_collection("monsters")
+    assert coll.count() == 20
+    assert report.chroma_counts["campaign_notes"] == 4
+    got = coll.get(ids=["monster_3_0"], include=["embeddings", "metadatas"])
+    assert len(got["embeddings"][0]) == testdata.EMBEDDING_DIM
+    assert got["metadatas"][0]["monster_id"] == "monster-3"

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Build the local stand-in images (no image registry on this machine kind) and
+# the rpger_ops image from the repo Dockerfile on top of localhost/debian:bookworm.
+# Idempotent and cached: every image carries a label with the sha256 of its
+# inputs; an image whose inputs did not change is not rebuilt.
+#
+#   localhost/rpger-redis-standin:7     Debian redis-server, for valkey/valkey:8.1
+#   localhost/rpger-ferretdb-standin:1  our FerretDB build,   for mongo:8.0
+#   localhost/rpger-chroma-standin:1.5.9 pip chromadb==1.5.9, for chromadb/chroma:1.5.9
+#   localhost/rpger-minio-standin:1     MinIO binary, test S3 endpoint
+#   localhost/rpger-ops:e2e             the repo Dockerfile with BASE_IMAGE=localhost/debian:bookworm
+#
+# Needs: tools/podman/setup-host.sh done; ${RPGER_CACHE_DIR}/bin/{rpger-ferretdb,minio}
+# (tools/build.sh builds them).
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+CACHE=${RPGER_CACHE_DIR:-$HOME/.cache/rpger-dbstack}
+BASE=${RPGER_BASE_IMAGE:-localhost/debian:bookworm}
+ONLY=("$@")
+
+log() { printf '[build-images] %s\n' "$*" >&2; }
+
+want() { # want NAME -> true when selected (no args = all)
+    ((${#ONLY[@]} == 0)) && return 0
+    local x
+    for x in "${ONLY[@]}"; do [[ $x == "$1" ]] && return 0; done
+    return 1
+}
+
+base_id=$(podman image inspect --format '{{.Id}}' "$BASE") || {
+    echo "build-images.sh: base image $BASE missing; run tools/podman/setup-host.sh" >&2
+    exit 1
+}
+
+# build TAG CONTEXT CONTAINERFILE INPUT_HASH [extra podman build args...]
+build() {
+    local tag=$1 ctx=$2 file=$3 hash=$4
+    shift 4
+    local have
+    have=$(podman image inspect --format '{{index .Labels "rpger.inputs"}}' "$tag" 2>/dev/null || true)
+    if [[ $have == "$hash" ]]; then
+        log "$tag up to date"
+        return 0
+    fi
+    log "building $tag"
+    local t0=$SECONDS
+    podman build --quiet --layers --build-arg "BASE_IMAGE=$BASE" --label "rpger.inputs=$hash" \
+        "${ca_args[@]}" -f "$file" -t "$tag" "$@" "$ctx" >/dev/null
+    log "built $tag in $((SECONDS - t0))s"
+}
+
+# A TLS-intercepting proxy on the way to PyPI: hand the host's CA bundle to the
+# build (a build-time volume, never a layer) and point pip at it.
+ca_args=()
+HOST_CA=${RPGER_HOST_CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+if [[ -f $HOST_CA ]]; then
+    ca_args=(--volume "$HOST_CA:/run/rpger-host-ca.crt:ro" --build-arg PIP_CERT=/run/rpger-host-ca.crt)
+fi
+
+hash_of() { # sha256 over the named files' contents and names, plus the base image id
+    { echo "$base_id"; for f in "$@"; do echo "$f"; sha256sum <"$f"; done; } | sha256sum | cut -d' ' -f1
+}
+
+S=$HERE/standins
+
+if want redis; then
+    build localhost/rpger-redis-standin:7 "$S/redis" "$S/redis/Containerfile" \
+        "$(hash_of "$S/redis/Containerfile" "$S/redis/docker-entrypoint.sh")"
+fi
+
+if want ferretdb; then
+    bin=$CACHE/bin/rpger-ferretdb
+    [[ -x $bin ]] || { echo "build-images.sh: $bin missing (run tools/build.sh)" >&2; exit 1; }
+    ctx=$(mktemp -d)
+    cp "$S/ferretdb/Containerfile" "$S/ferretdb/healthcheck.sh" "$ctx/"
+    cp "$bin" "$ctx/rpger-ferretdb"
+    build localhost/rpger-ferretdb-standin:1 "$ctx" "$ctx/Containerfile" \
+        "$(hash_of "$S/ferretdb/Containerfile" "$S/ferretdb/healthcheck.sh" "$bin")"
+    rm -rf "$ctx"
+fi
+
+if want chroma; then
+    build localhost/rpger-chroma-standin:1.5.9 "$S/chroma" "$S/chroma/Containerfile" \
+        "$(hash_of "$S/chroma/Containerfile")"
+fi
+
+if want minio; then
+    bin=$CACHE/bin/minio
+    [[ -x $bin ]] || { echo "build-images.sh: $bin missing (run tools/build.sh)" >&2; exit 1; }
+    ctx=$(mktemp -d)
+    cp "$S/minio/Containerfile" "$ctx/"
+    cp "$bin" "$ctx/minio"
+    build localhost/rpger-minio-standin:1 "$ctx" "$ctx/Containerfile" \
+        "$(hash_of "$S/minio/Containerfile" "$bin")"
+    rm -rf "$ctx"
+fi
+
+if want ops; then
+    # Inputs: everything the Dockerfile copies (see .dockerignore).
+    mapfile -t files < <(cd "$REPO" && { ls Dockerfile .dockerignore pyproject.toml dagster.yaml README.md 2>/dev/null
+        find rpger_ops compose/scripts compose/dagster -type f ! -name '*.pyc' ! -path '*/__pycache__/*' 2>/dev/null; } | sort)
+    h=$(cd "$REPO" && hash_of "${files[@]}")
+    build localhost/rpger-ops:e2e "$REPO" "$REPO/Dockerfile" "$h"
+fi
