@@ -10,12 +10,18 @@ Shared vocabulary:
 - the *stack marker* records that this stack initialised the database (stack
   id, schema version). It, and any lock the stack takes, is stack state, not
   user data: it is excluded from `is_empty`, `stats`, `digest` and `dump`.
+  Mongo: collection `_rpger_stack` (marker doc `_id: "marker"`, lock docs
+  `_id: "lock:<name>"`); Redis: key `_rpger:stack` in db0 and `_rpger:lock:<name>`;
+  Chroma: collection `_rpger_stack` and `_rpger_lock_<name>` collections.
+- other `_rpger_*` namespaces (e.g. the migrations ledger `_rpger_migrations`)
+  are dumped, restored and digested, but do not make a database non-empty.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,6 +153,21 @@ class Engine(Protocol):
     def wipe(self) -> None:
         """Delete all user data (not the marker). Only ever called by restore
         with force, after a safety backup, and by tests."""
+        ...
+
+    def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Atomically take the named lock in the database itself; False when
+        another live owner holds it. An expired lock may be taken over."""
+        ...
+
+    def release_lock(self, name: str, owner: str) -> None:
+        """Release the lock if `owner` still holds it."""
+        ...
+
+    def scratch(self) -> AbstractContextManager[Engine]:
+        """An empty scratch target of the same kind, removed on exit (Mongo: a
+        temporary database; Redis: a temporary redis-server; Chroma: a temporary
+        database in the same tenant). Used by verify_restore."""
         ...
 
     def close(self) -> None: ...
