@@ -1,0 +1,1 @@
+"""One module per `rpger-ops` subcommand, each with `main(argv: list[str]) -> int`."""
