@@ -70,6 +70,10 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     secrets: dict[str, str] = field(default_factory=dict)
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    ready: Callable[[], bool] | None = None
+    start_timeout: float = 60.0
 
     def log_tail(self, n: int = 30) -> str:
         if not self.log_path or not self.log_path.exists():
@@ -93,6 +97,13 @@ class Server:
                 self.proc.wait(timeout=5)
         self.proc = None
 
+    def restart(self, down_s: float = 0.0) -> None:
+        """Graceful stop, optional downtime, start again on the same port and data."""
+        self.stop()
+        if down_s:
+            time.sleep(down_s)
+        _spawn(self, self.argv, self.env, self.ready, self.start_timeout)
+
     def kill(self) -> None:
         """SIGKILL: a crash, for fault tests."""
         if self.proc is not None and self.proc.poll() is None:
@@ -103,6 +114,7 @@ class Server:
 
 def _spawn(server: Server, argv: list[str], env: dict[str, str] | None = None,
            ready: Callable[[], bool] | None = None, timeout: float = 60.0) -> Server:
+    server.argv, server.env, server.ready, server.start_timeout = argv, dict(env or {}), ready, timeout
     server.data_dir.mkdir(parents=True, exist_ok=True)
     server.log_path = server.data_dir.parent / f"{server.data_dir.name}.{server.name}.log"
     log = open(server.log_path, "ab")  # noqa: SIM115 - owned by the child process
