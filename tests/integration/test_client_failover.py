@@ -43,7 +43,7 @@ def run_loop(write: Callable[[int], Any], read: Callable[[int], Any], clients: S
             result.acked.append(i)
             if result.acked:
                 probe = result.acked[len(result.acked) // 2]
-                assert clients.read(lambda: read(probe)) is not None, f"acked write {probe} not readable"
+                assert clients.read(lambda p=probe: read(p)) is not None, f"acked write {probe} not readable"
                 result.reads += 1
         except Exception as exc:  # any error reaching the caller fails the test
             result.errors.append(f"{type(exc).__name__}: {exc}")
