@@ -6,8 +6,10 @@ import dagster as dg
 
 from rpger_ops.defs.health import health_defs
 from rpger_ops.defs.resources import resource_defs
+from rpger_ops.defs.restore import restore_defs
 
 defs = dg.Definitions.merge(
     health_defs(),
+    restore_defs(),
     dg.Definitions(resources=resource_defs()),
 )
