@@ -7,9 +7,11 @@ import dagster as dg
 from rpger_ops.defs.health import health_defs
 from rpger_ops.defs.resources import resource_defs
 from rpger_ops.defs.restore import restore_defs
+from rpger_ops.defs.retention import retention_defs
 
 defs = dg.Definitions.merge(
     health_defs(),
     restore_defs(),
+    retention_defs(),
     dg.Definitions(resources=resource_defs()),
 )
