@@ -1,0 +1,158 @@
+"""Alerts reach a real local HTTP receiver once per incident, with one recovery."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import pytest
+
+from rpger_ops.alerts import Alerter
+from rpger_ops.catalog import VERIFIED, Catalog, new_set_id
+from rpger_ops.defs import monitoring as mon
+from rpger_ops.settings import Settings, load_settings
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                n = int(self.headers.get("Content-Length", 0))
+                outer.bodies.append(json.loads(self.rfile.read(n)))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/T000/secret-path"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def events(self, incident_prefix: str = "") -> list[tuple[str, str]]:
+        return [(b["event"], b["incident"]) for b in self.bodies if b["incident"].startswith(incident_prefix)]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, receiver: Receiver) -> Settings:
+    return load_settings(_env_file=None, RPGER_BACKUP_DIR=str(tmp_path / "backups"),
+                         RPGER_ALERT_WEBHOOK_URL=receiver.url, RPGER_STACK_ID="alert-test")
+
+
+def add_verified_set(settings: Settings, when: datetime, counts: dict[str, int], size: int) -> str:
+    """A catalogue entry as the backup pipeline leaves it (files are not needed here)."""
+    catalog = Catalog(settings.backup_dir)
+    set_id = new_set_id(when)
+    catalog.create_set(set_id, kind="scheduled")
+    for db in ("mongo", "redis", "chroma"):
+        catalog.update_database(set_id, db, status=VERIFIED, counts=counts, archive_bytes=size)
+    return set_id
+
+
+def test_stale_backup_alerts_once_and_recovers_once(cfg: Settings, receiver: Receiver) -> None:
+    add_verified_set(cfg, datetime.now(UTC) - timedelta(hours=30), {"users": 10}, 1000)
+    for _ in range(3):
+        finding = mon.evaluate(cfg, "local_backup_fresh")
+        assert not finding.ok and "30.0 h old" in finding.summary
+    assert receiver.events("stale:local") == [("alert", "stale:local")]
+    body = receiver.bodies[0]
+    assert body["text"].startswith("[rpger-dbstack alert-test] ERROR:") and body["severity"] == "error"
+
+    add_verified_set(cfg, datetime.now(UTC) - timedelta(minutes=5), {"users": 10}, 1000)
+    assert mon.evaluate(cfg, "local_backup_fresh").ok
+    assert mon.evaluate(cfg, "local_backup_fresh").ok
+    assert receiver.events("stale:local") == [("alert", "stale:local"), ("recovery", "stale:local")]
+
+
+def test_no_backup_at_all_is_stale(cfg: Settings, receiver: Receiver) -> None:
+    assert not mon.evaluate(cfg, "local_backup_fresh").ok
+    assert receiver.events() == [("alert", "stale:local")]
+
+
+def test_shrunken_set_alerts_once(cfg: Settings, receiver: Receiver) -> None:
+    now = datetime.now(UTC)
+    add_verified_set(cfg, now - timedelta(days=1), {"monsters": 1000, "users": 100}, 50_000)
+    add_verified_set(cfg, now - timedelta(hours=1), {"monsters": 1010, "users": 101}, 50_500)
+    assert mon.evaluate(cfg, "newest_set_not_shrunk").ok
+    add_verified_set(cfg, now, {"monsters": 100, "users": 100}, 48_000)  # monsters lost 90 %
+    for _ in range(2):
+        finding = mon.evaluate(cfg, "newest_set_not_shrunk")
+        assert not finding.ok and "items 1111 -> 200" in finding.summary
+    assert receiver.events() == [("alert", "shrunk:newest")]
+
+
+def test_monitoring_sensor_reports_check_evaluations(cfg: Settings, receiver: Receiver,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RPGER_BACKUP_DIR", str(cfg.backup_dir))
+    monkeypatch.setenv("RPGER_ALERT_WEBHOOK_URL", receiver.url)
+    add_verified_set(cfg, datetime.now(UTC), {"users": 1}, 10)
+    with dg.build_sensor_context(resources={"stack": mon.StackResource()}) as ctx:
+        result = mon.monitoring_sensor(ctx)
+    assert isinstance(result, dg.SensorResult)
+    evaluations = {e.check_name: e.passed for e in result.asset_events}  # type: ignore[union-attr]
+    assert evaluations == {"local_backup_fresh": True, "offsite_backup_fresh": True, "newest_set_not_shrunk": True}
+    assert receiver.bodies == []
+
+
+@dg.op
+def flaky(context) -> None:  # type: ignore[no-untyped-def]  # Dagster reads this annotation at runtime
+    if context.run.tags.get("fail") == "yes":
+        raise dg.Failure(description="dump of redis failed: connection refused")
+
+
+@dg.job
+def backup_like() -> None:
+    flaky()
+
+
+def test_failed_run_alerts_once_and_success_recovers(cfg: Settings, receiver: Receiver,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RPGER_BACKUP_DIR", str(cfg.backup_dir))
+    monkeypatch.setenv("RPGER_ALERT_WEBHOOK_URL", receiver.url)
+    instance = dg.DagsterInstance.ephemeral()
+    for _ in range(2):  # two failures in a row: one incident
+        result = backup_like.execute_in_process(instance=instance, raise_on_error=False, tags={"fail": "yes"})
+        assert not result.success
+        ctx = dg.build_run_status_sensor_context(
+            sensor_name="run_failure_alert", dagster_instance=instance, dagster_run=result.dagster_run,
+            dagster_event=result.get_run_failure_event(), resources={"stack": mon.StackResource()},
+        ).for_run_failure()
+        mon.run_failure_alert(ctx)
+    assert receiver.events() == [("alert", "run_failed:backup_like")]
+    assert "connection refused" in receiver.bodies[0]["summary"]
+
+    ok = backup_like.execute_in_process(instance=instance)
+    ctx2 = dg.build_run_status_sensor_context(
+        sensor_name="run_recovery_alert", dagster_instance=instance, dagster_run=ok.dagster_run,
+        dagster_event=ok.get_run_success_event(), resources={"stack": mon.StackResource()},
+    )
+    mon.run_recovery_alert(ctx2)
+    mon.run_recovery_alert(ctx2)
+    assert receiver.events() == [("alert", "run_failed:backup_like"), ("recovery", "run_failed:backup_like")]
+
+
+def test_undeliverable_webhook_does_not_leak_url_or_flood(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    url = "http://127.0.0.1:1/hooks/SECRET-TOKEN-123"
+    s = load_settings(_env_file=None, RPGER_BACKUP_DIR=str(tmp_path), RPGER_ALERT_WEBHOOK_URL=url)
+    alerter = Alerter(s, timeout_s=1)
+    assert alerter.raise_incident("down:redis", "redis is down") is True
+    assert alerter.raise_incident("down:redis", "redis is down") is False
+    assert "SECRET-TOKEN-123" not in caplog.text and "delivery failed" in caplog.text
+    assert list(alerter.open_incidents()) == ["down:redis"]
