@@ -39,10 +39,12 @@ def redis_client(settings: Settings, db: int | None = None, **overrides: Any) ->
     import redis
 
     kw = settings.redis_client_kwargs()
-    if db is not None:
-        kw["db"] = db
     kw.update(overrides)
-    return redis.Redis.from_url(settings.redis_url.get_secret_value(), **kw)
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value(), **kw)
+    if db is not None:
+        # from_url lets the URL's "/<db>" win over db=; an explicit db must win.
+        client.connection_pool.connection_kwargs["db"] = db
+    return client
 
 
 def chroma_client(settings: Settings, database: str | None = None, tenant: str | None = None) -> chromadb.api.ClientAPI:
