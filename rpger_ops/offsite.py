@@ -58,9 +58,11 @@ class UploadResult:
     uploaded: bool  # False when the same content was already there (idempotent re-run)
     seconds: float
     verify_seconds: float  # time spent reading the object back to prove its checksum
+    etag: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {"key": self.key, "sha256": self.sha256, "bytes": self.bytes, "uploaded": self.uploaded,
+                "etag": self.etag,
                 "seconds": round(self.seconds, 3), "verify_seconds": round(self.verify_seconds, 3)}
 
 
@@ -200,13 +202,23 @@ class OffsiteStore:
 
     # --- upload --------------------------------------------------------------------
     def _put_verified(self, key: str, path: Path | None, data: bytes | None, sha256: str,
-                      content_type: str) -> UploadResult:
-        """Upload unless the same content is there; then read it back and compare."""
+                      content_type: str, known_etag: str | None = None) -> UploadResult:
+        """Upload unless the same content is there; then read it back and compare.
+
+        "Already there" needs the sha256 metadata and size to match, and either
+        the ETag we recorded after our own verified upload (the object was not
+        overwritten since: a stat, no download) or a read-back hash."""
         started = time.monotonic()
         size = path.stat().st_size if path is not None else len(data or b"")
         existing = self._stat(key)
         if existing is not None and self._meta_sha256(existing) == sha256 and existing.size == size:
-            return UploadResult(key, sha256, size, False, time.monotonic() - started, 0.0)
+            etag = str(existing.etag)
+            if known_etag and etag == known_etag:
+                return UploadResult(key, sha256, size, False, time.monotonic() - started, 0.0, etag)
+            verify_started = time.monotonic()
+            if self.remote_sha256(key) == (sha256, size):
+                return UploadResult(key, sha256, size, False, time.monotonic() - started,
+                                    time.monotonic() - verify_started, etag)
         self.ensure_bucket()
         try:
             if path is not None:
@@ -224,7 +236,9 @@ class OffsiteStore:
             raise OffsiteError(f"off-site {self.endpoint} bucket {self.bucket}: {key} read back as "
                                f"sha256 {remote[:12]}… ({remote_size} bytes), expected {sha256[:12]}… "
                                f"({size} bytes)")
-        return UploadResult(key, sha256, size, True, time.monotonic() - started, verify_seconds)
+        stat = self._stat(key)
+        etag = str(stat.etag) if stat is not None else ""
+        return UploadResult(key, sha256, size, True, time.monotonic() - started, verify_seconds, etag)
 
     def upload_archive(self, catalog: Catalog, set_id: str, db: str) -> dict[str, Any]:
         """Copy one verified archive off-site and prove it; records `offsite` in the
@@ -243,11 +257,14 @@ class OffsiteStore:
         if local != entry.get("sha256"):
             raise OffsiteError(f"backup set {set_id}: local {db} archive does not match its manifest "
                                "sha256 (corrupt?); not uploading")
-        result = self._put_verified(self.archive_key(set_id, db), path, None, local, "application/zstd")
-        if not result.uploaded and (entry.get("offsite") or {}).get("sha256") == local:
+        recorded = entry.get("offsite") or {}
+        known_etag = recorded.get("etag") if recorded.get("sha256") == local else None
+        result = self._put_verified(self.archive_key(set_id, db), path, None, local, "application/zstd",
+                                    known_etag)
+        if not result.uploaded and recorded.get("sha256") == local and recorded.get("etag") == result.etag:
             return result.as_dict()  # nothing changed: leave the manifest (and its remote copy) alone
         catalog.update_database(set_id, db, offsite={
-            "key": result.key, "sha256": result.sha256, "bytes": result.bytes,
+            "key": result.key, "sha256": result.sha256, "bytes": result.bytes, "etag": result.etag,
             "uploaded_at": datetime.now(UTC).isoformat(),
         })
         return result.as_dict()
