@@ -252,3 +252,19 @@ def load_settings(**overrides: Any) -> Settings:
                 name = _alias_of(name.lower())
             lines.append(f"{name}: {msg}" if name else msg)
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that reproduce `settings` (secrets in plain text:
+    for child processes and tests only, never for logs)."""
+    env: dict[str, str] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, bool):
+            value = "true" if value else "false"
+        env[_alias_of(name)] = str(value)
+    return env
