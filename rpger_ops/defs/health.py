@@ -6,6 +6,8 @@ charts latency and shows version changes, and opens one alert incident per
 database that goes down (one recovery message when it is back).
 """
 
+from typing import Any
+
 import dagster as dg
 
 from rpger_ops.alerts import Alerter
@@ -20,7 +22,7 @@ server_assets = [
 ]
 
 
-def _metadata(h: DatabaseHealth) -> dict[str, object]:
+def _metadata(h: DatabaseHealth) -> dict[str, Any]:
     return {
         "up": h.up,
         "latency_ms": dg.MetadataValue.float(float(h.latency_ms or 0.0)),
