@@ -1,0 +1,140 @@
+"""A throwaway redis-server on a private unix socket, optionally loaded with an RDB.
+
+Reading an RDB means loading it: the Redis engine uses this to count a dump,
+to replay it into the real server (DUMP/RESTORE) and as a scratch target.
+The server listens on no TCP port, has no password (the socket is mode 0700
+in a private 0700 directory), never persists (`save ""`, no AOF) and is
+removed with its directory on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from rpger_ops.engines.base import EngineError, Progress, no_progress
+
+# Generous: an RDB may use any logical db index the source allowed.
+TEMP_DATABASES = 256
+# Loading a large RDB is slow but shows progress; a server that neither
+# loads nor answers for this long is stuck.
+STARTUP_TIMEOUT_S = 30.0
+
+
+class TempServerError(EngineError):
+    """The temporary server did not start or could not load the RDB."""
+
+
+def redis_server_binary() -> str:
+    for name in ("redis-server", "valkey-server"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise TempServerError("redis-server not found on PATH (needed to read Redis dumps); install redis-server or valkey")
+
+
+@dataclass
+class TempRedis:
+    directory: Path
+    socket_path: Path
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.socket_path}"
+
+    def client(self, db: int = 0) -> redis.Redis:
+        return redis.Redis(unix_socket_path=str(self.socket_path), db=db, socket_timeout=60)
+
+    def log_tail(self, n: int = 8) -> str:
+        log = self.directory / "server.log"
+        try:
+            lines = log.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-n:])
+
+
+def _config(directory: Path, socket_path: Path, replica: bool) -> str:
+    lines = [
+        "port 0",
+        f"unixsocket {socket_path}",
+        "unixsocketperm 700",
+        f"dir {directory}",
+        "dbfilename dump.rdb",
+        "appendonly no",
+        'save ""',
+        f"databases {TEMP_DATABASES}",
+        "daemonize no",
+        f"logfile {directory / 'server.log'}",
+    ]
+    if replica:
+        # A replica keeps keys whose TTL passed while loading (a master drops
+        # them), so counting a dump gives the same answer today and tomorrow.
+        # Port 0 cannot be connected to, so it never syncs from anything.
+        lines += ["replicaof 127.0.0.1 0", "replica-serve-stale-data yes", "replica-read-only yes"]
+    return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def temp_redis(rdb: Path | None = None, progress: Progress = no_progress) -> Iterator[TempRedis]:
+    """Start a private redis-server; with `rdb`, load it read-only (as a detached replica).
+
+    Raises EngineError when the server cannot start or the RDB does not load
+    (truncated, wrong checksum, newer format than this redis-server reads).
+    """
+    directory = Path(tempfile.mkdtemp(prefix="rpger-redis-"))
+    os.chmod(directory, 0o700)
+    socket_path = directory / "redis.sock"
+    if rdb is not None:
+        # A symlink, not a copy: the server only reads it at startup.
+        (directory / "dump.rdb").symlink_to(rdb.resolve())
+    conf = directory / "redis.conf"
+    conf.write_text(_config(directory, socket_path, replica=rdb is not None))
+    proc = subprocess.Popen([redis_server_binary(), str(conf)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = TempRedis(directory, socket_path, proc)
+    try:
+        _wait_ready(server, progress)
+        yield server
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _wait_ready(server: TempRedis, progress: Progress) -> None:
+    client = server.client()
+    last_change = time.monotonic()
+    try:
+        while True:
+            if server.proc.poll() is not None:
+                raise TempServerError("temporary redis-server could not load the dump "
+                                  f"(exit {server.proc.returncode}):\n{server.log_tail()}")
+            try:
+                client.ping()
+                return
+            except redis.BusyLoadingError:
+                last_change = time.monotonic()  # loading is progress
+                progress("loading the dump into a temporary redis-server", 0, None)
+                time.sleep(0.5)
+            except (redis.ConnectionError, FileNotFoundError):
+                if time.monotonic() - last_change > STARTUP_TIMEOUT_S:
+                    raise TempServerError(f"temporary redis-server did not start:\n{server.log_tail()}") from None
+                time.sleep(0.02)
+    finally:
+        client.close()

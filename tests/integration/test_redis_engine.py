@@ -1,0 +1,414 @@
+"""The Redis engine on real redis-servers (password, AOF on), one fresh server per test."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from rpger_ops import testdata
+from rpger_ops.connect import redis_client
+from rpger_ops.devservers import start_redis
+from rpger_ops.engines import build_engine
+from rpger_ops.engines.base import Engine, EngineError, NamespaceStats, NotReadyError, StackMarker
+from rpger_ops.engines.redis import DUMP_FILE, RedisEngine
+from rpger_ops.settings import Settings, load_settings
+
+SCALE = 30
+
+
+def settings_for(endpoint: Any, tmp_path: Path, **overrides: Any) -> Settings:
+    env: dict[str, Any] = {"REDIS_URL": endpoint.uri or f"redis://{endpoint.host}:{endpoint.port}/0",
+                           "RPGER_BACKUP_DIR": str(tmp_path / "backups")}
+    if endpoint.secrets.get("password"):
+        env["REDIS_PASSWORD"] = endpoint.secrets["password"]
+    env.update(overrides)
+    return load_settings(_env_file=None, **env)
+
+
+def no_sync_delay(settings: Settings) -> None:
+    """Test servers only: start diskless syncs at once instead of waiting 5 s for more replicas."""
+    client = redis_client(settings)
+    client.config_set("repl-diskless-sync-delay", 0)
+    client.close()
+
+
+@pytest.fixture
+def rsettings(redis_endpoint: Any, tmp_path: Path) -> Settings:
+    settings = settings_for(redis_endpoint, tmp_path)
+    no_sync_delay(settings)
+    return settings
+
+
+@pytest.fixture
+def engine(rsettings: Settings) -> Iterator[RedisEngine]:
+    e = RedisEngine(rsettings)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def second_endpoint(redis_factory: Callable[[], Any]) -> Any:
+    return redis_factory()
+
+
+@pytest.fixture
+def second(second_endpoint: Any, tmp_path: Path) -> Iterator[RedisEngine]:
+    """Another fresh real server (password, AOF on)."""
+    settings = settings_for(second_endpoint, tmp_path)
+    no_sync_delay(settings)
+    e = RedisEngine(settings)
+    yield e
+    e.close()
+
+
+def client(engine: RedisEngine, db: int = 0) -> redis.Redis:
+    return redis_client(engine.settings, db=db)
+
+
+def load_extras(engine: RedisEngine) -> None:
+    """Types and places testdata does not cover: stream groups, odd scores, a far db, a ledger key."""
+    c = client(engine)
+    # Stream ids are data; testdata's are server-generated, so pin them for comparisons.
+    c.delete("events:dice")
+    c.xadd("events:dice", {"roll": "1d20", "result": "17"}, id="1704067200000-0")
+    c.xadd("events:dice", {"roll": "2d6", "result": "7"}, id="1704067200000-1")
+    c.xgroup_create("events:dice", "dm", id="0")
+    c.zadd("scores:odd", {"a": float("inf"), "b": -0.0, "c": 1e-300, "d": 2.5})
+    c.set("_rpger:migrations", '{"applied": ["0001"]}')
+    c.set("empty:string", b"")
+    c.close()
+    c5 = client(engine, 5)
+    c5.rpush("db5:list", "x", "y", "z")
+    c5.set("db5:ttl", "v", px=5_000_000)
+    c5.close()
+
+
+def test_engine_satisfies_the_contract(rsettings: Settings) -> None:
+    engine = build_engine("redis", rsettings)
+    assert isinstance(engine, RedisEngine)
+    assert isinstance(engine, Engine)
+    engine.close()
+
+
+def test_ping_reports_version_and_kind(engine: RedisEngine) -> None:
+    result = engine.ping()
+    assert result.server_version.startswith(("6.", "7.", "8."))
+    assert result.server_kind == "redis"
+    assert result.latency_ms >= 0
+
+
+def test_wrong_password_is_not_ready_and_never_shown(redis_endpoint: Any, tmp_path: Path) -> None:
+    wrong = "not-the-password-" + "x" * 8
+    engine = RedisEngine(settings_for(redis_endpoint, tmp_path, REDIS_PASSWORD=wrong))
+    for call in (engine.ping, engine.is_empty, engine.stats):
+        with pytest.raises(NotReadyError) as info:
+            call()
+        assert wrong not in str(info.value)
+    with pytest.raises(NotReadyError):
+        engine.dump(tmp_path / "d")
+    engine.close()
+
+
+def test_unreachable_server_is_not_ready_rather_than_empty(redis_endpoint: Any, tmp_path: Path) -> None:
+    settings = settings_for(redis_endpoint, tmp_path, REDIS_SOCKET_CONNECT_TIMEOUT=1, REDIS_RETRY_ON_TIMEOUT=False)
+    redis_endpoint.server.stop()
+    engine = RedisEngine(settings)
+    with pytest.raises(NotReadyError):
+        engine.is_empty()
+    (tmp_path / "d").mkdir()
+    with pytest.raises(NotReadyError):
+        engine.dump(tmp_path / "d")
+    engine.close()
+
+
+def test_is_empty_ignores_marker_locks_and_ledger_but_not_data(engine: RedisEngine) -> None:
+    assert engine.is_empty()
+    engine.write_marker(StackMarker("s1", 1))
+    assert engine.acquire_lock("backup", "me", 60)
+    client(engine).set("_rpger:migrations", "[]")
+    assert engine.is_empty()
+    # The ledger is data for stats (and dump/digest); marker and lock are not.
+    assert engine.stats() == {"db0": NamespaceStats(1, 0)}
+    client(engine, 3).set("anything", "1")
+    assert not engine.is_empty()
+    client(engine, 3).delete("anything")
+    client(engine).set("game:state:x", "1")
+    assert not engine.is_empty()
+
+
+def test_marker_round_trip(engine: RedisEngine) -> None:
+    assert engine.read_marker() is None
+    marker = StackMarker("stack-a", 3)
+    engine.write_marker(marker)
+    assert engine.read_marker() == marker
+    engine.write_marker(StackMarker("stack-a", 4, marker.initialized_at))
+    got = engine.read_marker()
+    assert got is not None and got.schema_version == 4
+
+
+def test_malformed_marker_is_an_error(engine: RedisEngine) -> None:
+    client(engine).set("_rpger:stack", "not json")
+    with pytest.raises(EngineError):
+        engine.read_marker()
+
+
+def test_lock_is_exclusive_refreshable_and_expires(engine: RedisEngine) -> None:
+    assert engine.acquire_lock("backup", "a", 30)
+    assert not engine.acquire_lock("backup", "b", 30)
+    engine.release_lock("backup", "b")  # not b's lock: no effect
+    assert not engine.acquire_lock("backup", "b", 30)
+    assert engine.acquire_lock("backup", "a", 30)  # the holder may refresh
+    assert engine.acquire_lock("restore", "b", 30)  # other names are independent
+    engine.release_lock("backup", "a")
+    assert engine.acquire_lock("backup", "b", 30)
+    # Expiry: a crashed owner's lock is taken over after its TTL.
+    assert engine.acquire_lock("short", "a", 0.3)
+    assert not engine.acquire_lock("short", "b", 30)
+    time.sleep(0.5)
+    assert engine.acquire_lock("short", "b", 30)
+
+
+def test_stats_count_keys_per_db(engine: RedisEngine) -> None:
+    testdata.load_redis(engine.settings, scale=SCALE)
+    db0_keys = client(engine).dbsize()
+    assert db0_keys > SCALE and client(engine, 1).dbsize() == 2
+    engine.write_marker(StackMarker("s", 1))
+    engine.acquire_lock("backup", "me", 60)
+    assert engine.stats() == {"db0": NamespaceStats(db0_keys, 0), "db1": NamespaceStats(2, 0)}
+
+
+def test_wipe_removes_data_in_every_db_but_keeps_marker_and_locks(engine: RedisEngine) -> None:
+    testdata.load_redis(engine.settings, scale=SCALE)
+    load_extras(engine)
+    marker = StackMarker("s", 1)
+    engine.write_marker(marker)
+    assert engine.acquire_lock("restore", "me", 60)
+    engine.wipe()
+    assert engine.is_empty()
+    assert engine.stats() == {}
+    assert engine.read_marker() == marker
+    assert not engine.acquire_lock("restore", "other", 60)
+
+
+# --- digest ------------------------------------------------------------------
+
+def _load_same(a: RedisEngine, b: RedisEngine) -> None:
+    testdata.load_redis(a.settings, scale=SCALE)
+    testdata.load_redis(b.settings, scale=SCALE)
+    for e in (a, b):
+        load_extras(e)
+
+
+def test_digest_equal_for_equal_content_regardless_of_order_and_stack_state(
+        engine: RedisEngine, second: RedisEngine) -> None:
+    _load_same(engine, second)
+    ca, cb = client(engine), client(second)
+    ca.hset("order:hash", mapping={"a": "1", "b": "2", "c": "3"})
+    cb.hset("order:hash", mapping={"c": "3", "b": "2", "a": "1"})
+    ca.sadd("order:set", "x", "y", "z")
+    cb.sadd("order:set", "z", "y", "x")
+    engine.write_marker(StackMarker("only-here", 1))
+    engine.acquire_lock("backup", "me", 60)
+    assert engine.digest() == second.digest()
+
+
+def _swap_first_two(c: redis.Redis, key: str) -> None:
+    first, second_ = c.lrange(key, 0, 1)
+    assert first != second_
+    c.lset(key, 0, second_)
+    c.lset(key, 1, first)
+
+
+CHANGES: dict[str, Callable[[redis.Redis, redis.Redis], Any]] = {
+    "one string value": lambda c0, c1: c0.set("game:state:characters:3", '{"hp": 1, "pos": [3, 6]}'),
+    "one hash field": lambda c0, c1: c0.hset("session:abc", "user", "user2"),
+    "list order": lambda c0, c1: _swap_first_two(c0, "memory:conversation"),
+    "one TTL removed": lambda c0, c1: c0.persist("dashboard:default:user0"),
+    "key moved to another db": lambda c0, c1: c0.move("game:state:environment", 1),
+    "one set member": lambda c0, c1: c0.sadd("online:users", "user99"),
+    "one zset score": lambda c0, c1: c0.zincrby("leaderboard:xp", 1, "Hero 0"),
+    "one stream entry": lambda c0, c1: c0.xadd("events:dice", {"roll": "1d6", "result": "2"}),
+    "string becomes a list": lambda c0, c1: (c0.delete("game:state:environment"),
+                                             c0.rpush("game:state:environment", '{"weather": "rain", "time": "dusk"}')),
+    "one key deleted": lambda c0, c1: c0.delete("bin:blob"),
+    "ledger changed": lambda c0, c1: c0.set("_rpger:migrations", '{"applied": []}'),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES))
+def test_digest_changes_with_each_single_change(engine: RedisEngine, change: str) -> None:
+    testdata.load_redis(engine.settings, scale=SCALE)
+    load_extras(engine)
+    before = engine.digest()
+    assert engine.digest() == before  # stable when nothing changes
+    CHANGES[change](client(engine), client(engine, 1))
+    assert engine.digest() != before
+
+
+# --- dump, count, restore ------------------------------------------------------
+
+def test_dump_count_restore_into_scratch_round_trip(engine: RedisEngine, tmp_path: Path) -> None:
+    testdata.load_redis(engine.settings, scale=SCALE)
+    load_extras(engine)
+    engine.write_marker(StackMarker("src", 1))
+    engine.acquire_lock("backup", "me", 60)
+    source_digest = engine.digest()
+    dest = tmp_path / "dump"
+    dest.mkdir()
+    calls: list[tuple[str, int, int | None]] = []
+    result = engine.dump(dest, lambda m, d, t: calls.append((m, d, t)))
+    assert result.files == [DUMP_FILE]
+    assert result.bytes_written == (dest / DUMP_FILE).stat().st_size > 0
+    assert result.point_in_time
+    assert result.counts == {ns: s.count for ns, s in engine.stats().items()}
+    assert set(result.counts) == {"db0", "db1", "db5"}
+    assert result.extra["source_dbsize"]["db0"] == result.counts["db0"] + 2  # marker and lock
+    assert calls
+    assert RedisEngine.count_dump(dest) == result.counts
+
+    with engine.scratch() as scratch:
+        assert isinstance(scratch, RedisEngine)
+        assert scratch.is_empty()
+        restored = scratch.restore(dest)
+        assert restored.counts == result.counts
+        assert restored.notes == []
+        assert scratch.digest() == source_digest
+        assert scratch.read_marker() is None  # stack state stays with its stack
+        assert scratch.acquire_lock("backup", "someone-else", 10)
+        # TTLs come back as the same absolute expiry.
+        sc, oc = client(scratch), client(engine)
+        assert sc.pexpiretime("dashboard:default:user1") == oc.pexpiretime("dashboard:default:user1") > 0
+        assert sc.pexpiretime("game:state:environment") == -1
+        assert client(scratch, 5).pexpiretime("db5:ttl") == client(engine, 5).pexpiretime("db5:ttl")
+        scratch_url = scratch.settings.redis_url.get_secret_value()
+    # Removed on exit.
+    assert not Path(scratch_url.removeprefix("unix://")).exists()
+
+
+def test_restore_into_a_real_aof_server_survives_its_restart(engine: RedisEngine, second: RedisEngine,
+                                                             second_endpoint: Any, tmp_path: Path) -> None:
+    testdata.load_redis(engine.settings, scale=SCALE)
+    load_extras(engine)
+    client(engine).set("soon:gone", "x", px=1500)
+    dest = tmp_path / "dump"
+    dest.mkdir()
+    result = engine.dump(dest)
+    time.sleep(2.0)
+    # The count of a dump does not change when keys in it expire later.
+    assert RedisEngine.count_dump(dest) == result.counts
+    client(engine).delete("soon:gone")  # gone from the source too, for the digest below
+    source_digest = engine.digest()
+
+    restored = second.restore(dest)
+    assert restored.notes == ["db0: 1 keys had expired since the dump and were skipped"]
+    assert restored.counts["db0"] == result.counts["db0"] - 1
+    assert second.digest() == source_digest
+    # Restored through the server, so it is in its AOF: a restart keeps it.
+    old = second_endpoint.server
+    old.stop()
+    # Same data dir and port: the server comes back from its AOF alone.
+    second_endpoint.server = start_redis(old.data_dir, old.secrets["password"], port=old.port)
+    second.close()
+    assert second.digest() == source_digest
+
+
+def test_dump_of_an_empty_server_is_empty_not_an_error(engine: RedisEngine, tmp_path: Path) -> None:
+    engine.write_marker(StackMarker("s", 1))
+    dest = tmp_path / "dump"
+    dest.mkdir()
+    result = engine.dump(dest)
+    assert result.counts == {}
+    assert RedisEngine.count_dump(dest) == {}
+
+
+@pytest.fixture
+def dumped(engine: RedisEngine, tmp_path: Path) -> Path:
+    testdata.load_redis(engine.settings, scale=SCALE)
+    dest = tmp_path / "dump"
+    dest.mkdir()
+    engine.dump(dest)
+    return dest
+
+
+def _rewrite(path: Path, change: Callable[[bytes], bytes]) -> None:
+    path.write_bytes(change(path.read_bytes()))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "tail cut", "byte flipped", "not an rdb", "empty", "missing"])
+def test_count_dump_rejects_damaged_dumps(dumped: Path, damage: str) -> None:
+    rdb = dumped / DUMP_FILE
+    if damage == "truncated":
+        _rewrite(rdb, lambda b: b[: len(b) // 2])
+    elif damage == "tail cut":
+        _rewrite(rdb, lambda b: b[:-3])
+    elif damage == "byte flipped":
+        _rewrite(rdb, lambda b: b[:200] + bytes([b[200] ^ 0x40]) + b[201:])
+    elif damage == "not an rdb":
+        _rewrite(rdb, lambda b: b"hello world, not redis at all\n" * 3)
+    elif damage == "empty":
+        rdb.write_bytes(b"")
+    else:
+        rdb.unlink()
+    with pytest.raises(EngineError):
+        RedisEngine.count_dump(dumped)
+
+
+def test_restore_refuses_a_damaged_dump_and_writes_nothing(dumped: Path, second: RedisEngine) -> None:
+    _rewrite(dumped / DUMP_FILE, lambda b: b[:300] + bytes([b[300] ^ 0x01]) + b[301:])
+    with pytest.raises(EngineError):
+        second.restore(dumped)
+    assert second.is_empty()
+
+
+def test_server_killed_while_preparing_the_snapshot(redis_endpoint: Any, tmp_path: Path) -> None:
+    settings = settings_for(redis_endpoint, tmp_path)
+    client_ = redis_client(settings)
+    client_.config_set("repl-diskless-sync-delay", 5)  # the default: keep-alives before the payload
+    client_.close()
+    testdata.load_redis(settings, scale=SCALE)
+    engine = RedisEngine(settings)
+    dest = tmp_path / "dump"
+    dest.mkdir()
+
+    def kill_on_first_progress(message: str, done: int, total: int | None) -> None:
+        if redis_endpoint.server.proc is not None:
+            redis_endpoint.server.kill()
+
+    with pytest.raises(EngineError):
+        engine.dump(dest, kill_on_first_progress)
+    assert not (dest / DUMP_FILE).exists()
+    engine.close()
+
+
+def test_server_killed_mid_transfer(redis_endpoint: Any, tmp_path: Path) -> None:
+    settings = settings_for(redis_endpoint, tmp_path)
+    c = redis_client(settings)
+    c.config_set("repl-diskless-sync-delay", 0)
+    # Test-only server setting: the snapshot child sleeps 200 us per key, so
+    # the transfer of 20k keys lasts seconds and we kill it while it streams.
+    c.config_set("rdb-key-save-delay", 200)
+    pipe = c.pipeline(transaction=False)
+    for i in range(20_000):
+        pipe.set(f"k:{i}", "v" * 100)
+    pipe.execute()
+    c.close()
+    engine = RedisEngine(settings)
+    dest = tmp_path / "dump"
+    dest.mkdir()
+    seen: list[str] = []
+
+    def kill_while_receiving(message: str, done: int, total: int | None) -> None:
+        seen.append(message)
+        if message.startswith("receiving") and done > 0 and redis_endpoint.server.proc is not None:
+            redis_endpoint.server.kill()
+
+    with pytest.raises(EngineError):
+        engine.dump(dest, kill_while_receiving)
+    assert any(m.startswith("receiving") for m in seen)
+    assert not (dest / DUMP_FILE).exists()
+    engine.close()
