@@ -33,12 +33,14 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 
-from rpger_ops.catalog import MANIFEST, Catalog, CatalogError, archive_name, set_time
+from rpger_ops.catalog import MANIFEST, VERIFIED, Catalog, CatalogError, archive_name, set_time
 
 if TYPE_CHECKING:
     from rpger_ops.settings import Settings
 
 SHA256_META = "sha256"
+# Status of a verified entry in the remote manifest whose archive is not off-site.
+LOCAL_ONLY = "local_only"
 CHUNK = 1024 * 1024
 # Fail in seconds when the store is down; retry only transient server errors.
 CONNECT_TIMEOUT_S = 5.0
@@ -99,6 +101,17 @@ def _hash_stream(chunks: Iterable[bytes]) -> tuple[str, int]:
 def sha256_of_file(path: Path) -> str:
     with open(path, "rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def remote_view(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest as stored off-site: entries without a matching off-site copy
+    become `local_only` (original status kept in `local_status`)."""
+    remote = json.loads(json.dumps(manifest, default=str))
+    for entry in remote.get("databases", {}).values():
+        copy = entry.get("offsite") or {}
+        if entry.get("status") == VERIFIED and not (copy.get("sha256") and copy.get("sha256") == entry.get("sha256")):
+            entry["local_status"], entry["status"] = entry["status"], LOCAL_ONLY
+    return dict(remote)
 
 
 class OffsiteStore:
@@ -247,7 +260,7 @@ class OffsiteStore:
         entry = manifest.get("databases", {}).get(db)
         if not entry:
             raise OffsiteError(f"backup set {set_id} has no {db} entry to upload")
-        if entry.get("status") != "verified":
+        if entry.get("status") != VERIFIED:
             raise OffsiteError(f"backup set {set_id}: {db} is {entry.get('status')!r}, not verified; "
                                "only verified archives go off-site")
         path = catalog.archive_path(set_id, db)
@@ -270,13 +283,12 @@ class OffsiteStore:
         return result.as_dict()
 
     def upload_manifest(self, catalog: Catalog, set_id: str) -> dict[str, Any]:
-        """Upload the manifest last: from now on the remote set counts."""
-        manifest = catalog.read(set_id)
-        for db, entry in manifest.get("databases", {}).items():
-            offsite = entry.get("offsite")
-            if entry.get("status") == "verified" and not offsite:
-                raise OffsiteError(f"backup set {set_id}: {db} is verified but not uploaded; "
-                                   "upload its archive before the manifest")
+        """Upload the manifest after the archives: from now on the remote set counts.
+
+        Called again after each database's upload (chains run in parallel); an
+        entry whose archive is not (yet) off-site is marked `local_only` in the
+        remote copy, so nothing reading the bucket ever picks it."""
+        manifest = remote_view(catalog.read(set_id))
         body = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
         sha = hashlib.sha256(body).hexdigest()
         return self._put_verified(self.manifest_key(set_id), None, body, sha, "application/json").as_dict()
@@ -352,7 +364,7 @@ class OffsiteStore:
             local_manifest = catalog.read(set_id)
         for db in dbs:
             entry = entries.get(db)
-            if not entry or not entry.get("sha256"):
+            if not entry or not entry.get("sha256") or not entry.get("offsite"):
                 raise OffsiteError(f"off-site backup set {set_id} has no {db} archive")
             if local_manifest is not None:
                 local_sha = local_manifest.get("databases", {}).get(db, {}).get("sha256")

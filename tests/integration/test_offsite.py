@@ -17,7 +17,7 @@ import pytest
 
 from rpger_ops.catalog import Catalog, new_set_id
 from rpger_ops.offsite import OffsiteError, OffsiteStore
-from rpger_ops.retention import Policy, prune_offsite
+from rpger_ops.retention import Policy, prune_offsite, set_info
 from rpger_ops.settings import Settings, load_settings
 
 DBS = ("mongo", "redis", "chroma")
@@ -111,8 +111,30 @@ def test_refuses_unverified_or_corrupt_local_archive(env: tuple[Settings, Offsit
     path.write_bytes(b"x" + path.read_bytes()[1:])
     with pytest.raises(OffsiteError, match="does not match its manifest"):
         store.upload_archive(catalog, good, "redis")
-    with pytest.raises(OffsiteError, match="not uploaded"):
-        store.upload_manifest(catalog, good)  # a verified entry without its archive off-site
+
+
+def test_partial_upload_marks_entries_local_only(env: tuple[Settings, OffsiteStore, Catalog],
+                                                 tmp_path: Path) -> None:
+    """Chains upload in parallel: a manifest uploaded after mongo alone must not offer redis/chroma."""
+    _, store, catalog = env
+    set_id = make_set(catalog, datetime.now(UTC))
+    store.upload_archive(catalog, set_id, "mongo")
+    store.upload_manifest(catalog, set_id)
+    assert store.list_set_ids() == [set_id]
+    remote = store.read_manifest(set_id)["databases"]
+    assert remote["mongo"]["status"] == "verified"
+    assert (remote["redis"]["status"], remote["redis"]["local_status"]) == ("local_only", "verified")
+    assert catalog.read(set_id)["databases"]["redis"]["status"] == "verified"  # local copy unchanged
+    assert not set_info(store.read_manifest(set_id), datetime.now(UTC), require_offsite=True).verified
+    with pytest.raises(OffsiteError, match="has no redis archive"):
+        store.download_set(set_id, Catalog(tmp_path / "elsewhere"), ["redis"])
+    store.download_set(set_id, Catalog(tmp_path / "elsewhere"), ["mongo"])
+
+    for db in ("redis", "chroma"):
+        store.upload_archive(catalog, set_id, db)
+        store.upload_manifest(catalog, set_id)
+    assert store.read_manifest(set_id) == catalog.read(set_id)
+    assert set_info(store.read_manifest(set_id), datetime.now(UTC), require_offsite=True).verified
 
 
 def test_download_set_and_detect_corruption(env: tuple[Settings, OffsiteStore, Catalog], tmp_path: Path) -> None:
@@ -221,3 +243,46 @@ def test_wrong_credentials_is_a_clear_error(tmp_path: Path, s3_endpoint: Any) ->
     with pytest.raises(OffsiteError, match="SignatureDoesNotMatch|InvalidAccessKeyId|AccessDenied") as info:
         store.ping()
     assert "not-the-right-secret-123" not in str(info.value)
+
+
+def test_retention_job_keeps_partitions_of_sets_still_off_site(
+        tmp_path: Path, s3_endpoint: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local policy keeps 1, off-site keeps 2: the middle set leaves the disk but
+    stays in the bucket, so only the oldest set's partition goes."""
+    import dagster as dg
+
+    from rpger_ops.defs.partitions import BACKUP_SETS_PARTITION
+    from rpger_ops.defs.resources import StackResource
+    from rpger_ops.defs.retention import retention
+
+    settings = s3_settings(tmp_path, s3_endpoint)
+    env = {"RPGER_BACKUP_DIR": str(settings.backup_dir), "RPGER_S3_ENDPOINT": settings.s3_endpoint,
+           "RPGER_S3_BUCKET": settings.s3_bucket, "RPGER_S3_PREFIX": settings.s3_prefix,
+           "RPGER_S3_ACCESS_KEY": s3_endpoint.secrets["access_key"],
+           "RPGER_S3_SECRET_KEY": s3_endpoint.secrets["secret_key"], "RPGER_S3_SECURE": "false",
+           "RPGER_KEEP_LAST": "1", "RPGER_OFFSITE_KEEP_LAST": "2"}
+    for name in ("DAILY", "WEEKLY", "MONTHLY"):
+        env[f"RPGER_KEEP_{name}"] = env[f"RPGER_OFFSITE_KEEP_{name}"] = "0"
+    for k, v in env.items():
+        monkeypatch.setenv(k, str(v))
+    store, catalog = OffsiteStore.from_settings(settings), Catalog(settings.backup_dir)
+    now = datetime.now(UTC).replace(microsecond=0)
+    ids = [make_set(catalog, now - timedelta(days=d), size=100) for d in (1, 2, 3)]
+    for set_id in ids:
+        upload_set(store, catalog, set_id)
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(BACKUP_SETS_PARTITION, ids)
+        result = retention.execute_in_process(instance=instance, resources={"stack": StackResource()})
+        assert result.success
+        assert catalog.set_ids() == ids[:1]
+        assert store.list_set_ids() == ids[:2]
+        assert sorted(instance.get_dynamic_partitions(BACKUP_SETS_PARTITION)) == sorted(ids[:2])
+
+        # store down: local pruning still reported, the run fails visibly, no partition dropped
+        monkeypatch.setenv("RPGER_S3_ENDPOINT", f"127.0.0.1:{closed_port()}")
+        monkeypatch.setenv("RPGER_S3_REGION", "us-east-1")
+        failed = retention.execute_in_process(instance=instance, resources={"stack": StackResource()},
+                                              raise_on_error=False)
+        assert not failed.success
+        assert sorted(instance.get_dynamic_partitions(BACKUP_SETS_PARTITION)) == sorted(ids[:2])

@@ -295,3 +295,84 @@ def test_prune_local_newest_failed_deletes_nothing(tmp_path: Path) -> None:
     d = prune_local(settings, now=NOW)
     assert d.remove == [] and d.deleted == [] and "not verified" in d.note
     assert len(catalog.set_ids()) == 3
+
+
+# --- the Dagster job ---------------------------------------------------------------------------
+
+def run_retention_job(instance: object, dry_run: bool) -> object:
+    from rpger_ops.defs.resources import StackResource
+    from rpger_ops.defs.retention import retention
+
+    return retention.execute_in_process(
+        run_config={"ops": {"apply_retention": {"config": {"dry_run": dry_run}}}},
+        instance=instance, resources={"stack": StackResource()}, raise_on_error=False)
+
+
+def test_retention_job_prunes_and_drops_partitions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dagster as dg
+
+    from rpger_ops.defs.partitions import BACKUP_SETS_PARTITION
+
+    monkeypatch.delenv("RPGER_S3_ENDPOINT", raising=False)
+    for name, value in {"RPGER_BACKUP_DIR": str(tmp_path / "b"), "RPGER_KEEP_LAST": "1", "RPGER_KEEP_DAILY": "0",
+                        "RPGER_KEEP_WEEKLY": "0", "RPGER_KEEP_MONTHLY": "0"}.items():
+        monkeypatch.setenv(name, value)
+    now = datetime.now(UTC).replace(microsecond=0)
+    specs = [((now - timedelta(days=d)).isoformat(timespec="seconds")[:19], "verified") for d in (1, 2, 3)]
+    catalog = make_local_sets(tmp_path / "b", specs)
+    all_ids = catalog.set_ids()
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(BACKUP_SETS_PARTITION, [*all_ids, "20200101T000000Z"])
+
+        dry = run_retention_job(instance, dry_run=True)
+        assert dry.success
+        assert catalog.set_ids() == all_ids
+        assert set(instance.get_dynamic_partitions(BACKUP_SETS_PARTITION)) == {*all_ids, "20200101T000000Z"}
+
+        real = run_retention_job(instance, dry_run=False)
+        assert real.success
+        assert catalog.set_ids() == all_ids[:1]
+        assert real.output_for_node("apply_retention") == {"deleted": all_ids[1:], "partitions_dropped": all_ids[1:]}
+        # the unrelated partition (not deleted by this run) stays
+        assert set(instance.get_dynamic_partitions(BACKUP_SETS_PARTITION)) == {all_ids[0], "20200101T000000Z"}
+
+
+def test_retention_in_definitions() -> None:
+    from rpger_ops.definitions import defs
+
+    assert defs.get_job_def("retention") is not None
+    schedule = defs.get_schedule_def("retention_schedule")
+    assert schedule.job_name == "retention"
+    assert schedule.cron_schedule == "30 4 * * *"
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+def test_cli_dry_run_and_bad_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from rpger_ops.cli import main
+
+    monkeypatch.delenv("RPGER_S3_ENDPOINT", raising=False)
+    monkeypatch.setenv("RPGER_BACKUP_DIR", str(tmp_path / "b"))
+    monkeypatch.setenv("RPGER_KEEP_LAST", "1")
+    for name in ("DAILY", "WEEKLY", "MONTHLY"):
+        monkeypatch.setenv(f"RPGER_KEEP_{name}", "0")
+    catalog = make_local_sets(tmp_path / "b", [("2026-11-28T03:00", "verified"), ("2026-11-27T03:00", "verified")])
+
+    assert main(["retention", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "local: keep 1, would remove 1" in out and "remove 20261127T030000Z" in out
+    assert len(catalog.set_ids()) == 2
+
+    assert main(["retention", "--offsite"]) == 2
+    assert "RPGER_S3_ENDPOINT is not set" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["retention", "--local", "--offsite"])
+    assert exit_info.value.code == 2
+
+    assert main(["retention", "--local", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report[0]["deleted"] == ["20261127T030000Z"]
+    assert catalog.set_ids() == ["20261128T030000Z"]
