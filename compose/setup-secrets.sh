@@ -18,14 +18,19 @@ umask 077
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DIR=${RPGER_SECRETS_DIR:-$HERE/secrets}
 mkdir -p "$DIR"
-chmod 700 "$DIR"
+chmod 711 "$DIR"  # traversable, not listable: files carry their own modes
 
 rand() { # rand BYTES -> url-safe random string
     head -c "$1" /dev/urandom | base64 | tr -d '\n=' | tr '+/' '-_'
 }
 
+# The ops containers run as uid/gid 10001 (Dockerfile) and compose file
+# secrets are bind mounts keeping host ownership: the secrets they read are
+# made readable by group 10001 (0640); the others stay 0600 root.
+OPS_GID=${RPGER_OPS_GID:-10001}
+
 created=()
-put() { # put NAME VALUE : write only when missing
+put() { # put NAME VALUE [ops] : write only when missing
     local f=$DIR/$1
     if [[ -e $f ]]; then
         return 0
@@ -34,17 +39,20 @@ put() { # put NAME VALUE : write only when missing
     tmp=$(mktemp "$DIR/.$1.XXXXXX")
     printf '%s' "$2" >"$tmp"
     chmod 600 "$tmp"
+    if [[ ${3:-} == ops ]]; then
+        chgrp "$OPS_GID" "$tmp" 2>/dev/null && chmod 640 "$tmp"
+    fi
     mv -n "$tmp" "$f"
     rm -f "$tmp"
     created+=("$1")
 }
 
-put mongodb_password "$(rand 32)"
+put mongodb_password "$(rand 32)" ops
 # Replica-set keyfile: 6..1024 characters of the standard base64 alphabet.
 put mongodb_keyfile "$(head -c 756 /dev/urandom | base64 -w0)"
-put redis_password "$(rand 32)"
-put s3_access_key "${RPGER_S3_ACCESS_KEY:-}"
-put s3_secret_key "${RPGER_S3_SECRET_KEY:-}"
+put redis_password "$(rand 32)" ops
+put s3_access_key "${RPGER_S3_ACCESS_KEY:-}" ops
+put s3_secret_key "${RPGER_S3_SECRET_KEY:-}" ops
 
 # compose/.env: non-secret settings read by `docker compose` for substitution.
 ENV_FILE=${RPGER_COMPOSE_ENV_FILE:-$HERE/.env}

@@ -1,0 +1,235 @@
+"""Driving the compose stack under podman for the e2e suite.
+
+Everything runs the shipped `compose/compose.yaml` plus `tests/e2e/compose.e2e.yaml`
+(stand-in images, MinIO as the off-site S3 endpoint) and, where a phase says so,
+the shipped `compose/compose.ports.yaml`.
+
+podman 4.3 (Debian 12) has no systemd here, so podman never runs healthchecks on
+its own, and podman-compose ignores `service_healthy` conditions on podman < 4.6
+and maps `service_completed_successfully` to "stopped" (exit code unchecked).
+The harness therefore brings the stack up in the order the `depends_on`
+conditions describe, running each healthcheck itself (`podman healthcheck run`)
+and checking the preseed exit code: exactly what Docker Compose does from the
+same file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_DIR = REPO / "compose"
+COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
+PORTS_FILE = COMPOSE_DIR / "compose.ports.yaml"
+E2E_FILE = Path(__file__).resolve().with_name("compose.e2e.yaml")
+
+IMAGES = {
+    "RPGER_MONGO_IMAGE": "localhost/rpger-ferretdb-standin:1",
+    "RPGER_REDIS_IMAGE": "localhost/rpger-redis-standin:7",
+    "RPGER_CHROMA_IMAGE": "localhost/rpger-chroma-standin:1.5.9",
+    "RPGER_MINIO_IMAGE": "localhost/rpger-minio-standin:1",
+    "RPGER_OPS_IMAGE": "localhost/rpger-ops:e2e",
+}
+
+DB_SERVICES = ("mongodb", "redis", "chroma")
+CONTAINERS = {
+    "mongodb": "rpger-mongodb",
+    "redis": "rpger-redis",
+    "chroma": "rpger-chroma",
+    "minio": "rpger-e2e-minio",
+    "preseed": "rpger-preseed",
+    "dagster-code": "rpger-dagster-code",
+    "dagster-webserver": "rpger-dagster-webserver",
+    "dagster-daemon": "rpger-dagster-daemon",
+}
+DB_VOLUMES = ("rpger-mongodb-data", "rpger-redis-data", "rpger-chroma-data")
+ALL_VOLUMES = (*DB_VOLUMES, "rpger-backups", "rpger-dagster-home", "rpger-e2e-minio-data")
+DB_PORTS = {"mongodb": 27017, "redis": 6379, "chroma": 8000}
+DAGSTER_PORT = int(os.environ.get("RPGER_DAGSTER_PORT", "3000"))
+
+
+def log(msg: str) -> None:
+    print(f"[e2e {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Timings:
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, float]] = []
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        t0 = time.monotonic()
+        log(f"-> {name}")
+        try:
+            yield
+        finally:
+            dt = time.monotonic() - t0
+            self.steps.append((name, dt))
+            log(f"<- {name}: {dt:.1f}s")
+
+    def report(self) -> str:
+        width = max((len(n) for n, _ in self.steps), default=10)
+        lines = [f"  {n:<{width}}  {dt:7.1f}s" for n, dt in self.steps]
+        lines.append(f"  {'total':<{width}}  {sum(dt for _, dt in self.steps):7.1f}s")
+        return "\n".join(lines)
+
+
+def run(cmd: Sequence[str], *, env: dict[str, str] | None = None, check: bool = True,
+        timeout: float = 600, cwd: Path | None = None, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(cmd), env=env, cwd=cwd, text=True, capture_output=True, timeout=timeout, input=input)
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"command failed ({proc.returncode}): {' '.join(cmd)}\n--- stdout\n{proc.stdout[-4000:]}"
+            f"\n--- stderr\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def podman(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return run(["podman", *args], check=check, timeout=timeout)
+
+
+class Stack:
+    """One compose project: the shipped files plus the e2e overlay."""
+
+    def __init__(self, secrets_dir: Path, env_file: Path) -> None:
+        self.secrets_dir = secrets_dir
+        self.env_file = env_file
+        self.env = dict(os.environ)
+        self.env.update(IMAGES)
+        self.env["RPGER_SECRETS_DIR"] = str(secrets_dir)
+
+    def files(self, ports: bool) -> list[str]:
+        files = ["-f", str(COMPOSE_FILE)]
+        if ports:
+            files += ["-f", str(PORTS_FILE)]
+        return [*files, "-f", str(E2E_FILE)]
+
+    def compose(self, *args: str, ports: bool = False, check: bool = True,
+                timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        cmd = ["podman-compose", "--env-file", str(self.env_file), *self.files(ports), *args]
+        return run(cmd, env=self.env, check=check, timeout=timeout, cwd=COMPOSE_DIR)
+
+    def up(self, *services: str, ports: bool = False) -> None:
+        self.compose("up", "-d", "--no-build", "--no-deps", *services, ports=ports)
+
+    def down(self, volumes: bool = False) -> None:
+        args = ["down", "-t", "20"]
+        if volumes:
+            args.append("-v")
+        self.compose(*args, ports=True, check=False)
+        # Whatever podman-compose left behind (e.g. a one-shot that exited).
+        for name in CONTAINERS.values():
+            podman("rm", "-f", "-t", "5", name, check=False)
+
+    def container_ids(self) -> dict[str, str]:
+        ids = {}
+        for svc, name in CONTAINERS.items():
+            p = podman("inspect", "--format", "{{.Id}}", name, check=False)
+            if p.returncode == 0:
+                ids[svc] = p.stdout.strip()
+        return ids
+
+    def wait_healthy(self, services: Sequence[str], timeout: float = 300) -> dict[str, float]:
+        """Run each service's own healthcheck until it passes; fail on timeout or exit."""
+        t0 = time.monotonic()
+        pending = {s: CONTAINERS[s] for s in services}
+        took: dict[str, float] = {}
+        last: dict[str, str] = {}
+        while pending:
+            for svc, name in list(pending.items()):
+                state = podman("inspect", "--format", "{{.State.Status}}", name, check=False).stdout.strip()
+                if state in ("exited", "stopped", "dead"):
+                    logs = podman("logs", "--tail", "40", name, check=False)
+                    raise AssertionError(f"{name} {state} before healthy:\n{logs.stdout}{logs.stderr}")
+                p = podman("healthcheck", "run", name, check=False, timeout=60)
+                if p.returncode == 0:
+                    took[svc] = time.monotonic() - t0
+                    log(f"{name} healthy after {took[svc]:.1f}s")
+                    del pending[svc]
+                else:
+                    last[svc] = (p.stdout + p.stderr).strip()[-300:]
+            if pending and time.monotonic() - t0 > timeout:
+                detail = "\n".join(
+                    f"{CONTAINERS[s]}: {last.get(s, '')}\n"
+                    + podman("logs", "--tail", "30", CONTAINERS[s], check=False).stderr[-2000:]
+                    for s in pending
+                )
+                raise AssertionError(f"not healthy after {timeout}s: {sorted(pending)}\n{detail}")
+            if pending:
+                time.sleep(2)
+        return took
+
+    def wait_exit(self, service: str, timeout: float = 600) -> int:
+        name = CONTAINERS[service]
+        p = podman("wait", name, timeout=timeout)
+        return int(p.stdout.strip().splitlines()[-1])
+
+    def logs(self, service: str, tail: int = 60) -> str:
+        p = podman("logs", "--tail", str(tail), CONTAINERS[service], check=False)
+        return p.stdout + p.stderr
+
+    def exec(self, service: str, *cmd: str, check: bool = True, timeout: float = 900,
+             input: str | None = None) -> subprocess.CompletedProcess[str]:
+        args = ["podman", "exec"]
+        if input is not None:
+            args.append("-i")
+        return run([*args, CONTAINERS[service], *cmd], check=check, timeout=timeout, input=input)
+
+    def python(self, service: str, code: str, timeout: float = 900) -> str:
+        """Run Python (from stdin, never argv-visible secrets) in an ops container."""
+        return self.exec(service, "python3", "-", input=code, timeout=timeout).stdout
+
+
+def port_answers(host: str, port: int, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def host_addresses() -> list[str]:
+    """The host's non-loopback IPv4 addresses (where a 0.0.0.0 binding would answer)."""
+    addrs: set[str] = set()
+    p = run(["hostname", "-I"], check=False)
+    addrs.update(a for a in p.stdout.split() if ":" not in a)
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.connect(("10.255.255.255", 1))
+        addrs.add(s.getsockname()[0])
+        s.close()
+    except OSError:
+        pass
+    # podman's own bridges answer for the host too: exclude nothing but loopback.
+    return sorted(a for a in addrs if not a.startswith("127."))
+
+
+def published_ports(container: str) -> list[str]:
+    p = podman("port", container, check=False)
+    return [line.strip() for line in p.stdout.splitlines() if line.strip()]
+
+
+def require_tools() -> list[str]:
+    missing = [t for t in ("podman", "podman-compose") if shutil.which(t) is None]
+    images = [img for img in IMAGES.values() if podman("image", "exists", img, check=False).returncode != 0] \
+        if not missing else []
+    return missing + images
+
+
+def json_line(out: str) -> dict:
+    """Last line of a container script's stdout that parses as a JSON object."""
+    for line in reversed(out.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            return json.loads(line)
+    raise AssertionError(f"no JSON in output:\n{out[-3000:]}")

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The compose stack end to end under podman (CI: scripts/test --e2e calls this).
+# On a fresh Debian 12 machine, as root: installs podman/runc/debootstrap/
+# chromium and podman-compose, builds the base and stand-in images (cached),
+# starts the podman API socket for the Dagster DockerRunLauncher, then runs
+#
+#   pytest -m e2e tests/e2e -v
+#
+# Idempotent. Extra arguments go to pytest. RPGER_E2E_KEEP=1 leaves the stack up.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+cd "$REPO"
+t0=$SECONDS
+log() { printf '[e2e.sh %4ss] %s\n' "$((SECONDS - t0))" "$*" >&2; }
+
+# Python environment with rpger_ops (scripts/bootstrap: cached venv, Go builds).
+if [[ -z ${VIRTUAL_ENV:-} ]] || ! python3 -c 'import rpger_ops' 2>/dev/null; then
+    log "bootstrap (venv, FerretDB/MinIO builds)"
+    # shellcheck source=/dev/null
+    . scripts/bootstrap
+else
+    bash tools/build.sh >/dev/null
+fi
+python3 -c 'import jsonschema, yaml, redis' 2>/dev/null || python3 -m pip install -q jsonschema pyyaml redis
+
+log "host setup (podman, runc, debootstrap, chromium, podman-compose, base image)"
+bash "$HERE/setup-host.sh"
+
+log "images (cached by input hash)"
+bash "$HERE/build-images.sh"
+
+# Docker-compatible API socket (for the DockerRunLauncher in the daemon container).
+SOCK=/run/podman/podman.sock
+if [[ ! -S $SOCK ]]; then
+    log "starting podman system service on $SOCK"
+    mkdir -p /run/podman
+    nohup podman system service --time=0 "unix://$SOCK" >/tmp/rpger-podman-service.log 2>&1 &
+    for _ in $(seq 50); do [[ -S $SOCK ]] && break; sleep 0.2; done
+fi
+export RPGER_DOCKER_SOCKET=$SOCK
+
+log "pytest -m e2e tests/e2e"
+export RPGER_E2E=1
+set +e
+python3 -m pytest -m e2e tests/e2e -v -s -p no:cacheprovider "$@"
+rc=$?
+set -e
+log "done (pytest exit $rc)"
+exit $rc
