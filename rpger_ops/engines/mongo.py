@@ -106,9 +106,11 @@ class MongoEngine:
     name: ClassVar[EngineName] = "mongo"
 
     # Tuning knobs (class attributes so benchmarks and tests can adjust one instance).
-    dump_batch_size = 10_000  # documents per find/getMore; the server caps a reply at 16 MiB
-    restore_batch_docs = 10_000
-    restore_batch_bytes = 8 << 20
+    # Documents per find/getMore (a reply is capped at 16 MiB anyway); small enough that a
+    # slow server still returns a batch, and so a progress report, every second or two.
+    dump_batch_size = 2_000
+    restore_batch_docs = 5_000
+    restore_batch_bytes = 4 << 20
     restore_workers = 3  # insert batches in flight at once
     progress_interval_s = 2.0
 
@@ -147,6 +149,8 @@ class MongoEngine:
             raise EngineError(f"MongoDB {action}: {_short(exc)}") from None
         except PyMongoError as exc:
             raise EngineError(f"MongoDB {action}: {type(exc).__name__}: {_short(exc)}") from None
+        except OSError as exc:  # dump files: disk full, permissions, vanished folder
+            raise EngineError(f"MongoDB {action}: {exc.strerror or exc}: {exc.filename or ''}") from None
 
     def _server_build(self) -> dict[str, Any]:
         if self._build_info is None:
@@ -368,7 +372,7 @@ class MongoEngine:
         notes: list[str] = []
         try:
             metas = layout.read_layout(layout.database_dir(src, self.settings.mongodb_database))
-        except layout.DumpFormatError as exc:
+        except (layout.DumpFormatError, OSError) as exc:
             raise EngineError(f"MongoDB restore: dump unreadable: {exc}") from None
         if any(m.name == MARKER_NAME for m in metas):
             notes.append(f"{MARKER_NAME}: skipped; stack marker and locks belong to the target")
@@ -381,8 +385,8 @@ class MongoEngine:
             for meta in collections:
                 self._create_collection(meta, existing, notes)
             counts = self._load_documents(collections, report)
-            report("building indexes", sum(counts.values()), None, force=True)
             for meta in collections:
+                report(f"building indexes of {meta.name}", sum(counts.values()), None, force=True)
                 self._create_indexes(meta, notes)
             for meta in views:
                 self._create_collection(meta, existing, notes)

@@ -134,22 +134,45 @@ def test_marker_round_trip(engine: MongoEngine) -> None:
     assert engine.read_marker() == StackMarker("test-stack", 4, "2026-11-28T01:00:00+00:00")
 
 
-def test_lock_is_exclusive_and_released_only_by_owner(engine: MongoEngine) -> None:
-    assert engine.acquire_lock("backup", "a", 60)
-    assert not engine.acquire_lock("backup", "b", 60)
-    assert engine.acquire_lock("backup", "a", 60)  # the owner may refresh
-    assert engine.acquire_lock("restore", "b", 60)  # other names are independent
-    engine.release_lock("backup", "b")  # not b's lock: no effect
-    assert not engine.acquire_lock("backup", "b", 60)
-    engine.release_lock("backup", "a")
-    assert engine.acquire_lock("backup", "b", 60)
+@pytest.fixture
+def second_client(engine: MongoEngine) -> Iterator[MongoEngine]:
+    """Another process's view of the same database: its own engine and connection pool."""
+    eng = MongoEngine(engine.settings)
+    yield eng
+    eng.close()
 
 
-def test_expired_lock_is_taken_over(engine: MongoEngine) -> None:
+def test_lock_is_exclusive_and_released_only_by_owner(engine: MongoEngine, second_client: MongoEngine) -> None:
+    a, b = engine, second_client
+    assert a.acquire_lock("backup", "a", 60)
+    assert not b.acquire_lock("backup", "b", 60)
+    assert a.acquire_lock("backup", "a", 60)  # the owner may refresh
+    assert b.acquire_lock("restore", "b", 60)  # other names are independent
+    b.release_lock("backup", "b")  # not b's lock: no effect
+    assert not b.acquire_lock("backup", "b", 60)
+    a.release_lock("backup", "a")
+    assert b.acquire_lock("backup", "b", 60)
+    assert not a.acquire_lock("backup", "a", 60)
+
+
+def test_lock_race_has_exactly_one_winner(engine: MongoEngine) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    engines = [MongoEngine(engine.settings) for _ in range(6)]
+    try:
+        with ThreadPoolExecutor(len(engines)) as pool:
+            wins = list(pool.map(lambda i: engines[i].acquire_lock("race", f"o{i}", 60), range(len(engines))))
+        assert wins.count(True) == 1
+    finally:
+        for e in engines:
+            e.close()
+
+
+def test_expired_lock_is_taken_over(engine: MongoEngine, second_client: MongoEngine) -> None:
     assert engine.acquire_lock("backup", "a", 0.3)
-    assert not engine.acquire_lock("backup", "b", 60)
+    assert not second_client.acquire_lock("backup", "b", 60)
     time.sleep(0.5)
-    assert engine.acquire_lock("backup", "b", 60)
+    assert second_client.acquire_lock("backup", "b", 60)
     engine.release_lock("backup", "a")  # a's late release must not free b's lock
     assert not engine.acquire_lock("backup", "c", 60)
 
