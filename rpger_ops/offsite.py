@@ -304,21 +304,27 @@ class OffsiteStore:
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._fail(f"list {prefix}", exc) from None
 
-    def list_set_ids(self) -> list[str]:
-        """Ids of remote sets that have a manifest, newest first."""
-        ids = []
+    def _scan(self) -> dict[str, bool]:
+        """Every set id with objects under the prefix -> whether it has a manifest."""
+        found: dict[str, bool] = {}
         base = self._sets_prefix()
         for obj in self._list(base, recursive=True):
-            name = str(obj.object_name)[len(base):]
-            set_id, _, leaf = name.partition("/")
-            if leaf != MANIFEST:
-                continue
+            set_id, _, leaf = str(obj.object_name)[len(base):].partition("/")
             try:
                 set_time(set_id)
             except CatalogError:
-                continue
-            ids.append(set_id)
-        return sorted(ids, reverse=True)
+                continue  # not ours
+            found[set_id] = found.get(set_id, False) or leaf == MANIFEST
+        return found
+
+    def list_set_ids(self) -> list[str]:
+        """Ids of remote sets that have a manifest, newest first."""
+        return sorted((sid for sid, complete in self._scan().items() if complete), reverse=True)
+
+    def incomplete_set_ids(self) -> list[str]:
+        """Ids with archives but no manifest (an upload still running, or one that
+        died before its manifest), newest first. Never a usable set."""
+        return sorted((sid for sid, complete in self._scan().items() if not complete), reverse=True)
 
     def read_manifest(self, set_id: str) -> dict[str, Any]:
         key = self.manifest_key(set_id)

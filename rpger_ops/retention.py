@@ -202,6 +202,15 @@ def prune_offsite(settings: Settings, dry_run: bool = False, now: datetime | Non
     infos = [set_info(store.read_manifest(sid), now, require_offsite=True) for sid in store.list_set_ids()]
     decision = apply_policy(infos, policy or Policy.offsite(settings))
     decision.where, decision.dry_run = "offsite", dry_run
+    # Archives left without a manifest by an upload that died: unusable, and
+    # invisible to the policy. Cleared once older than the in-progress grace.
+    for set_id in [] if decision.note else store.incomplete_set_ids():
+        if _utc(now) - set_time(set_id) < IN_PROGRESS_GRACE:
+            continue
+        decision.remove.append(set_id)
+        decision.reasons[set_id] = ["removed: incomplete upload (no manifest), older than "
+                                    f"{IN_PROGRESS_GRACE.total_seconds() / 3600:g} h"]
+    decision.remove.sort(reverse=True)
     if not dry_run:
         for set_id in decision.remove:
             store.delete_set(set_id)

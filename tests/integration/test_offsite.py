@@ -198,18 +198,28 @@ def test_prune_offsite(env: tuple[Settings, OffsiteStore, Catalog]) -> None:
     store.client.put_object(settings.s3_bucket, f"stack-a/sets/{partial}/manifest.json",
                             io.BytesIO(b'{"set_id": "%s", "databases": {"mongo": {"status": "failed"}}}'
                                        % partial.encode()), -1, part_size=5 * 1024 * 1024)
+    # archives without a manifest: one from a dead upload (old), one still uploading (young)
+    dead = make_set(catalog, now - timedelta(days=10), size=100)
+    store.upload_archive(catalog, dead, "redis")
+    uploading = make_set(catalog, now - timedelta(minutes=30), size=100)
+    store.upload_archive(catalog, uploading, "redis")
+    assert store.incomplete_set_ids() == [uploading, dead]
+
     policy = Policy(keep_last=2)
     blocked = prune_offsite(settings, now=now, policy=policy)
     assert blocked.remove == [] and partial in blocked.note
+    assert store.incomplete_set_ids() == [uploading, dead]  # blocked means nothing at all
     store.delete_set(partial)
 
     dry = prune_offsite(settings, dry_run=True, now=now, policy=policy)
-    assert dry.keep == ids[:2] and dry.remove == ids[2:] and dry.deleted == []
-    assert store.list_set_ids() == ids
+    assert dry.keep == ids[:2] and dry.remove == [*ids[2:], dead] and dry.deleted == []
+    assert dry.reasons[dead][0].startswith("removed: incomplete upload")
+    assert store.list_set_ids() == ids and store.incomplete_set_ids() == [uploading, dead]
     real = prune_offsite(settings, now=now, policy=policy)
-    assert real.deleted == ids[2:]
+    assert real.deleted == [*ids[2:], dead]
     assert store.list_set_ids() == ids[:2]
-    assert catalog.set_ids()[:5] == sorted(ids + [partial], reverse=True)[:5]  # local copies untouched
+    assert store.incomplete_set_ids() == [uploading]
+    assert set(ids) <= set(catalog.set_ids())  # local copies untouched
 
 
 def closed_port() -> int:
