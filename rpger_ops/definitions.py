@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dagster as dg
 
+from rpger_ops.defs.backup import backup_defs
 from rpger_ops.defs.health import health_defs
 from rpger_ops.defs.resources import resource_defs
 from rpger_ops.defs.restore import restore_defs
 from rpger_ops.defs.retention import retention_defs
 
 defs = dg.Definitions.merge(
+    backup_defs(),
     health_defs(),
     restore_defs(),
     retention_defs(),
