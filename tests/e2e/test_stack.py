@@ -239,6 +239,11 @@ def test_stack_end_to_end(stack: Stack) -> None:
             for addr in addresses:
                 assert not port_answers(addr, DAGSTER_PORT), f"Dagster UI answers on {addr}"
             assert port_answers("127.0.0.1", DAGSTER_PORT)
+        with t.step("deploy.resources.limits and restart policy applied"):
+            for svc in (*DB_SERVICES, "dagster-code"):
+                hc = json.loads(podman("inspect", "--format", "{{json .HostConfig}}", CONTAINERS[svc]).stdout)
+                assert hc["Memory"] > 0 and hc["NanoCpus"] > 0, f"{svc}: no limits {hc['Memory']} {hc['NanoCpus']}"
+                assert hc["RestartPolicy"]["Name"] == "unless-stopped", (svc, hc["RestartPolicy"])
         with t.step("no secret value in inspect output"):
             secret_values = [p.read_text().strip() for p in stack.secrets_dir.iterdir()
                              if p.is_file() and p.name != stack.env_file.name and p.read_text().strip()]
@@ -258,7 +263,7 @@ def test_stack_end_to_end(stack: Stack) -> None:
             with t.step("backup_all through the running code-location container"):
                 stack.python("dagster-code", ENSURE_BUCKET)
                 p = stack.exec("dagster-code", "dagster", "job", "execute", "-m", "rpger_ops.definitions",
-                               "-j", "backup_all", check=False, timeout=1200)
+                               "-a", "defs", "-j", "backup_all", check=False, timeout=1200)
                 assert p.returncode == 0, f"backup_all failed:\n{p.stdout[-5000:]}\n{p.stderr[-5000:]}"
                 listing = json_line(stack.python("dagster-code", LIST_BACKUPS))
                 log(f"backups: local={len(listing['local'])} files, remote={len(listing['remote'])} objects")
