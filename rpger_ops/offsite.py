@@ -44,7 +44,7 @@ LOCAL_ONLY = "local_only"
 CHUNK = 1024 * 1024
 # Fail in seconds when the store is down; retry only transient server errors.
 CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 120.0
+READ_TIMEOUT_S = 60.0
 RETRIES = 2
 
 

@@ -73,7 +73,9 @@ def _schedule_settings() -> tuple[str, str]:
 
 def retention_defs() -> dg.Definitions:
     cron, tz = _schedule_settings()
+    # On by default: retention that never runs is a classic failure, and the
+    # policy is safe without new backups (it never removes the newest verified set).
     schedule = dg.ScheduleDefinition(name="retention_schedule", job=retention, cron_schedule=cron,
-                                     execution_timezone=tz,
-                                     description="Daily retention after the backup window.")
+                                     execution_timezone=tz, default_status=dg.DefaultScheduleStatus.RUNNING,
+                                     description="Retention (RPGER_RETENTION_CRON, default daily 04:30).")
     return dg.Definitions(jobs=[retention], schedules=[schedule])

@@ -230,7 +230,7 @@ def closed_port() -> int:
 
 def test_s3_down_fails_fast_with_safe_message(tmp_path: Path, s3_endpoint: Any) -> None:
     port = closed_port()
-    settings = s3_settings(tmp_path, s3_endpoint, RPGER_S3_ENDPOINT=f"127.0.0.1:{port}", RPGER_S3_REGION="us-east-1")
+    settings = s3_settings(tmp_path, s3_endpoint, RPGER_S3_ENDPOINT=f"127.0.0.1:{port}")  # no region: lookup path too
     store = OffsiteStore.from_settings(settings)
     catalog = Catalog(settings.backup_dir)
     set_id = make_set(catalog, datetime.now(UTC), size=1000)

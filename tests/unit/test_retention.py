@@ -344,6 +344,7 @@ def test_retention_in_definitions() -> None:
     schedule = defs.get_schedule_def("retention_schedule")
     assert schedule.job_name == "retention"
     assert schedule.cron_schedule == "30 4 * * *"
+    assert schedule.default_status.value == "RUNNING"
 
 
 # --- the command line ----------------------------------------------------------------------------
