@@ -1,0 +1,623 @@
+"""Chroma engine: a logical, live export through the HTTP API.
+
+Chroma has no dump tool and no snapshots, and copying its data directory
+while the server runs can corrupt it, so a dump reads every collection
+through the API into Parquet:
+
+    collections.json                  format, server version, and per collection:
+                                      name, metadata, configuration, schema,
+                                      dimension, count, file
+    collections/<name>.parquet        id: string, embedding: fixed_size_list<float32>[dim],
+                                      document, metadata (canonical JSON), uri: string (nullable)
+
+Embeddings are kept as exact float32; record metadata as canonical JSON so
+int/float/bool/str survive exactly. Files carry page checksums so
+`count_dump` detects corruption without a server.
+
+Chroma collection names must start and end with a letter or digit, so the
+stack's `_rpger_*` namespaces are spelled `rpger__*` here (see
+`chroma_namespace`): `rpger__stack` holds the marker (in its collection
+metadata), `rpger__lock_<name>` are locks, and any other `rpger__*`
+collection (e.g. `rpger__migrations`) is dumped but does not make the
+database non-empty.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import numpy as np
+
+from rpger_ops.connect import chroma_admin, chroma_client
+from rpger_ops.engines.base import (
+    MARKER_NAME,
+    Digest,
+    DumpResult,
+    Engine,
+    EngineError,
+    EngineName,
+    NamespaceStats,
+    NotReadyError,
+    PingResult,
+    Progress,
+    RestoreResult,
+    StackMarker,
+    no_progress,
+)
+from rpger_ops.engines.chroma_cosine import cosine_preimage
+
+if TYPE_CHECKING:
+    import chromadb.api
+    import pyarrow as pa
+    from chromadb.api.models.Collection import Collection
+
+    from rpger_ops.settings import Settings
+
+T = TypeVar("T")
+
+# `_rpger_x` (the contract's spelling) -> `rpger__x` (a valid Chroma name).
+INTERNAL_PREFIX = "rpger__"
+MARKER_COLLECTION = INTERNAL_PREFIX + MARKER_NAME.removeprefix("_rpger_")  # "rpger__stack"
+LOCK_PREFIX = INTERNAL_PREFIX + "lock_"
+
+DUMP_FORMAT = 1
+COLLECTIONS_FILE = "collections.json"
+DATA_DIR = "collections"
+INCLUDE_ALL: list[Any] = ["embeddings", "documents", "metadatas", "uris"]
+
+# Floats per `get` page: a page of 1536-d embeddings is ~1300 rows (~15 MB of JSON).
+FLOATS_PER_PAGE = 2_000_000
+ID_PAGE = 10_000
+PROGRESS_EVERY_S = 2.0
+_VALID_LOCK_NAME = re.compile(r"^[A-Za-z0-9._-]*[A-Za-z0-9]$")
+
+
+def chroma_namespace(name: str) -> str:
+    """The Chroma collection name for a contract namespace (`_rpger_x` -> `rpger__x`)."""
+    return INTERNAL_PREFIX + name.removeprefix("_rpger_") if name.startswith("_rpger_") else name
+
+
+def is_stack_state(name: str) -> bool:
+    """Marker and locks: never user data, never dumped."""
+    return name == MARKER_COLLECTION or name.startswith(LOCK_PREFIX)
+
+
+def is_internal(name: str) -> bool:
+    """Stack namespaces: dumped (unless stack state) but not user data for `is_empty`."""
+    return name.startswith(INTERNAL_PREFIX)
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace: equal values give equal text; 1, 1.0 and true stay distinct."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _float32_rows(embeddings: Any, n: int) -> np.ndarray:
+    """Chroma returns float32 values widened to float64; narrowing gives back the exact bytes."""
+    if embeddings is None or n == 0:
+        return np.zeros((n, 0), dtype="<f4")
+    return np.asarray(embeddings, dtype="<f4").reshape(n, -1)
+
+
+@dataclass
+class _Page:
+    ids: list[str]
+    embeddings: np.ndarray  # (rows, dim) little-endian float32
+    documents: list[str | None]
+    metadatas: list[str | None]  # canonical JSON
+    uris: list[str | None]
+
+
+def _page_from_get(got: Any) -> _Page:
+    ids = list(got["ids"])
+    n = len(ids)
+    docs = got.get("documents") or [None] * n
+    metas = got.get("metadatas") or [None] * n
+    uris = got.get("uris") or [None] * n
+    return _Page(ids=ids, embeddings=_float32_rows(got.get("embeddings"), n), documents=list(docs),
+                 metadatas=[None if m is None else canonical_json(m) for m in metas], uris=list(uris))
+
+
+class ChromaEngine:
+    name: ClassVar[EngineName] = "chroma"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client_obj: chromadb.api.ClientAPI | None = None
+
+    # --- connection and error mapping ------------------------------------
+    def _where(self) -> str:
+        s = self.settings
+        return f"chroma at {s.chroma_host}:{s.chroma_port} ({s.chroma_tenant}/{s.chroma_database})"
+
+    def _fail(self, action: str, exc: Exception) -> EngineError:
+        """Map a client error to ours; messages name the server, never credentials."""
+        import chromadb.errors
+        import httpx
+
+        detail = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, httpx.TransportError | ConnectionError | TimeoutError):
+            return NotReadyError(f"{action}: cannot reach {self._where()}: {type(exc).__name__}")
+        if isinstance(exc, chromadb.errors.AuthorizationError | chromadb.errors.ChromaAuthError):
+            return NotReadyError(f"{action}: {self._where()} refused our credentials")
+        if isinstance(exc, ValueError) and "Could not connect" in str(exc):
+            return NotReadyError(f"{action}: cannot reach {self._where()}")
+        return EngineError(f"{action} on {self._where()} failed: {detail}")
+
+    def _call(self, action: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise self._fail(action, exc) from None
+
+    @property
+    def _client(self) -> chromadb.api.ClientAPI:
+        if self._client_obj is None:
+            self._client_obj = self._call("connect", self._connect)
+        return self._client_obj
+
+    def _connect(self) -> chromadb.api.ClientAPI:
+        import chromadb.errors
+
+        try:
+            return chroma_client(self.settings)
+        except chromadb.errors.NotFoundError:
+            # The stack owns its database: a fresh server simply has not got it yet.
+            chroma_admin(self.settings).create_database(self.settings.chroma_database,
+                                                        tenant=self.settings.chroma_tenant)
+            return chroma_client(self.settings)
+
+    def _collections(self) -> list[Collection]:
+        return self._call("list collections", lambda: list(self._client.list_collections()))
+
+    def _data_collections(self) -> list[Collection]:
+        """Everything a dump holds: all collections but the marker and locks, by name."""
+        return sorted((c for c in self._collections() if not is_stack_state(c.name)), key=lambda c: c.name)
+
+    def _page_size(self, dimension: int | None) -> int:
+        per_page = FLOATS_PER_PAGE // max(dimension or 1, 1)
+        return max(50, min(per_page, self._call("max batch size", self._client.get_max_batch_size)))
+
+    # --- health and inspection --------------------------------------------
+    def ping(self) -> PingResult:
+        start = time.perf_counter()
+        self._call("heartbeat", self._client.heartbeat)
+        version = self._call("get version", self._client.get_version)
+        return PingResult(server_version=str(version), latency_ms=(time.perf_counter() - start) * 1000,
+                          server_kind="chroma")
+
+    def is_empty(self) -> bool:
+        return not any(not is_internal(c.name) for c in self._collections())
+
+    def stats(self) -> dict[str, NamespaceStats]:
+        # Chroma reports no sizes; counts are what monitoring compares.
+        return {c.name: NamespaceStats(count=self._call(f"count {c.name}", c.count), size_bytes=0)
+                for c in self._data_collections()}
+
+    def digest(self) -> str:
+        d = Digest()
+        for coll in self._data_collections():
+            d.add(coll.name, "collection", canonical_json(_digest_spec(coll)))
+            for page in self._pages(coll):
+                for i, rid in enumerate(page.ids):
+                    d.add(coll.name, "record", rid, page.embeddings[i].tobytes(),
+                          _nullable(page.documents[i]), _nullable(page.metadatas[i]), _nullable(page.uris[i]))
+        return d.hexdigest()
+
+    def _pages(self, coll: Collection, progress: Callable[[int], None] | None = None) -> Iterator[_Page]:
+        """All records of a live collection in pages, one page fetched ahead.
+
+        Ids are listed first, then fetched by id: records added meanwhile are
+        left out, records deleted meanwhile drop out, none is read twice.
+        """
+        ids = self._all_ids(coll)
+        size = self._page_size(_dimension(coll))
+        chunks = [ids[s:s + size] for s in range(0, len(ids), size)]
+
+        def fetch(chunk: list[str]) -> _Page:
+            return _page_from_get(self._call(f"read {coll.name}", lambda: coll.get(ids=chunk, include=INCLUDE_ALL)))
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="chroma-read") as pool:
+            pending: Future[_Page] | None = pool.submit(fetch, chunks[0]) if chunks else None
+            for k in range(len(chunks)):
+                assert pending is not None
+                page = pending.result()
+                pending = pool.submit(fetch, chunks[k + 1]) if k + 1 < len(chunks) else None
+                if progress:
+                    progress(len(page.ids))
+                yield page
+
+    def _all_ids(self, coll: Collection) -> list[str]:
+        ids: list[str] = []
+        seen: set[str] = set()
+        offset = 0
+        while True:
+            got = self._call(f"list ids of {coll.name}",
+                             partial(coll.get, limit=ID_PAGE, offset=offset, include=[]))
+            batch = list(got["ids"])
+            for rid in batch:
+                if rid not in seen:  # offsets shift under concurrent deletes
+                    seen.add(rid)
+                    ids.append(rid)
+            if len(batch) < ID_PAGE:
+                return ids
+            offset += len(batch)
+
+    # --- marker ------------------------------------------------------------
+    def read_marker(self) -> StackMarker | None:
+        import chromadb.errors
+
+        try:
+            coll = self._client.get_collection(MARKER_COLLECTION)
+        except chromadb.errors.NotFoundError:
+            return None
+        except Exception as exc:
+            raise self._fail("read marker", exc) from None
+        return StackMarker.from_dict(dict(coll.metadata or {}))
+
+    def write_marker(self, marker: StackMarker) -> None:
+        meta: dict[str, Any] = marker.as_dict()
+        self._call("write marker", lambda: self._client.get_or_create_collection(
+            MARKER_COLLECTION, metadata=meta, embedding_function=None).modify(metadata=meta))
+
+    # --- dump ----------------------------------------------------------------
+    def dump(self, dest: Path, progress: Progress = no_progress) -> DumpResult:
+        import pyarrow.parquet as pq
+
+        version = self.ping().server_version
+        colls = self._data_collections()
+        expected = {c.name: self._call(f"count {c.name}", c.count) for c in colls}
+        total = sum(expected.values())
+        (dest / DATA_DIR).mkdir(parents=True, exist_ok=True)
+        entries: list[dict[str, Any]] = []
+        files: list[str] = []
+        counts: dict[str, int] = {}
+        done = 0
+        last = 0.0
+        progress(f"chroma: exporting {len(colls)} collections", 0, total)
+        for coll in colls:
+            rel = f"{DATA_DIR}/{coll.name}.parquet"
+            dim = _dimension(coll)
+            written = 0
+            writer: pq.ParquetWriter | None = None
+            try:
+                for page in self._pages(coll):
+                    dim = dim or page.embeddings.shape[1] or None
+                    if writer is None:
+                        writer = _parquet_writer(dest / rel, dim or 0)
+                    writer.write_table(_page_table(page, dim or 0))
+                    written += len(page.ids)
+                    done += len(page.ids)
+                    if time.monotonic() - last >= PROGRESS_EVERY_S:
+                        last = time.monotonic()
+                        progress(f"chroma: {coll.name} {written}/{expected[coll.name]}", done, total)
+                if writer is None:
+                    writer = _parquet_writer(dest / rel, dim or 0)
+            finally:
+                if writer is not None:
+                    writer.close()
+            if written == 0 and expected[coll.name] > 0:
+                raise EngineError(f"chroma dump read 0 of {expected[coll.name]} records from {coll.name}")
+            counts[coll.name] = written
+            files.append(rel)
+            entries.append({**_collection_spec(coll), "name": coll.name, "dimension": dim,
+                            "count": written, "file": rel})
+            progress(f"chroma: {coll.name} done ({written} records)", done, total)
+        if total > 0 and sum(counts.values()) == 0:
+            raise EngineError("chroma dump came out empty although the server reported records")
+        manifest = {"format": DUMP_FORMAT, "server_version": version, "tenant": self.settings.chroma_tenant,
+                    "database": self.settings.chroma_database, "collections": entries}
+        (dest / COLLECTIONS_FILE).write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
+        files.insert(0, COLLECTIONS_FILE)
+        notes = ["Chroma has no snapshots: collections were exported one after another while the "
+                 "server stayed live, so the dump is not one point in time"]
+        if done != total:
+            notes.append(f"{total} records counted before export, {done} exported (concurrent writes)")
+        return DumpResult(counts=counts, files=files, bytes_written=sum((dest / f).stat().st_size for f in files),
+                          point_in_time=False, server_version=version, notes=notes,
+                          extra={"format": DUMP_FORMAT, "collections": len(entries)})
+
+    @staticmethod
+    def count_dump(src: Path) -> dict[str, int]:
+        """Read every file fully (page checksums on) and check its rows against collections.json."""
+        import pyarrow.parquet as pq
+
+        manifest = _read_manifest(src)
+        counts: dict[str, int] = {}
+        for entry in manifest["collections"]:
+            name, path = entry["name"], src / entry["file"]
+            try:
+                pf = pq.ParquetFile(path, page_checksum_verification=True)
+                rows = sum(batch.num_rows for batch in pf.iter_batches(batch_size=4096))
+                footer_rows = pf.metadata.num_rows
+            except Exception as exc:
+                raise EngineError(f"chroma dump file {entry['file']} is unreadable: {type(exc).__name__}: {exc}") \
+                    from None
+            if not rows == footer_rows == entry["count"]:
+                raise EngineError(f"chroma dump file {entry['file']} holds {rows} rows "
+                                  f"(footer {footer_rows}), collections.json says {entry['count']}")
+            counts[name] = rows
+        return counts
+
+    # --- restore -------------------------------------------------------------
+    def restore(self, src: Path, progress: Progress = no_progress) -> RestoreResult:
+        import pyarrow.parquet as pq
+
+        start = time.perf_counter()
+        manifest = _read_manifest(src)
+        entries = manifest["collections"]
+        existing = {c.name for c in self._data_collections()}
+        clash = sorted(existing & {e["name"] for e in entries})
+        if clash:
+            raise EngineError(f"chroma restore target already has collections {', '.join(clash)}")
+        total = sum(int(e["count"]) for e in entries)
+        batch = self._call("max batch size", self._client.get_max_batch_size)
+        notes: list[str] = []
+        counts: dict[str, int] = {}
+        done = 0
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="chroma-add") as pool:
+            for entry in entries:
+                coll, note = self._create_collection(entry)
+                if note:
+                    notes.append(note)
+                cosine = _space(entry.get("configuration")) == "cosine"
+                in_flight: list[Future[tuple[int, int]]] = []
+                unresolved = 0
+                try:
+                    pf = pq.ParquetFile(src / entry["file"])
+                    batches = pf.iter_batches(batch_size=batch)
+                    for rb in batches:
+                        in_flight.append(pool.submit(self._add_batch, coll, rb, cosine))
+                        while len(in_flight) >= 2:  # two requests in flight keep the server busy
+                            added, drift = in_flight.pop(0).result()
+                            done, unresolved = done + added, unresolved + drift
+                            progress(f"chroma: restoring {entry['name']}", done, total)
+                    while in_flight:
+                        added, drift = in_flight.pop(0).result()
+                        done, unresolved = done + added, unresolved + drift
+                        progress(f"chroma: restoring {entry['name']}", done, total)
+                except EngineError:
+                    raise
+                except Exception as exc:
+                    raise EngineError(f"chroma restore of {entry['name']} failed: {type(exc).__name__}: {exc}") \
+                        from None
+                finally:
+                    for f in in_flight:
+                        f.cancel()
+                got = self._call(f"count {entry['name']}", coll.count)
+                if got != entry["count"]:
+                    raise EngineError(f"chroma restore of {entry['name']}: {got} records after restore, "
+                                      f"dump holds {entry['count']}")
+                counts[entry["name"]] = got
+                if unresolved:
+                    notes.append(f"{entry['name']}: {unresolved} cosine embeddings may differ from the dump "
+                                 "in the last bit (no exact input found for Chroma's normalisation)")
+        return RestoreResult(counts=counts, seconds=time.perf_counter() - start, notes=notes)
+
+    def _create_collection(self, entry: dict[str, Any]) -> tuple[Collection, str]:
+        """Create with the dumped schema (carries space, HNSW/SPANN and index settings);
+        fall back to the plain configuration where this server rejects the schema."""
+        import chromadb.errors
+        from chromadb.api.collection_configuration import load_collection_configuration_from_json
+        from chromadb.api.types import Schema
+
+        name, meta = entry["name"], entry.get("metadata") or None  # Chroma refuses {}
+        note = ""
+        if entry.get("schema"):
+            try:
+                schema = Schema.deserialize_from_json(entry["schema"])
+                return self._client.create_collection(name, schema=schema, metadata=meta,
+                                                      embedding_function=None), ""
+            except (chromadb.errors.InvalidArgumentError, ValueError, KeyError, TypeError) as exc:
+                note = f"{name}: schema not accepted ({type(exc).__name__}); restored its configuration only"
+            except Exception as exc:
+                raise self._fail(f"create {name}", exc) from None
+        config = load_collection_configuration_from_json(entry["configuration"]) if entry.get("configuration") else None
+        coll = self._call(f"create {name}", lambda: self._client.create_collection(
+            name, configuration=config, metadata=meta, embedding_function=None))  # type: ignore[arg-type]
+        return coll, note
+
+    def _add_batch(self, coll: Collection, rb: pa.RecordBatch, cosine: bool) -> tuple[int, int]:
+        """Add one record batch; returns (records added, cosine rows that may drift by an ulp)."""
+        n = rb.num_rows
+        emb_col = rb.column("embedding")
+        dim = emb_col.type.list_size
+        vectors = emb_col.values.to_numpy(zero_copy_only=False).reshape(n, dim)
+        unresolved = 0
+        if cosine:  # Chroma re-normalises cosine embeddings: send what comes back as the dumped bytes
+            vectors, unresolved = cosine_preimage(vectors)
+        metas = [None if m is None else json.loads(m) for m in rb.column("metadata").to_pylist()]
+        uris = rb.column("uri").to_pylist()
+        self._call(f"add to {coll.name}", lambda: coll.add(
+            ids=rb.column("id").to_pylist(), embeddings=vectors,
+            documents=rb.column("document").to_pylist(),  # type: ignore[arg-type]
+            metadatas=metas,  # type: ignore[arg-type]
+            uris=uris if any(u is not None for u in uris) else None))  # type: ignore[arg-type]
+        return n, unresolved
+
+    def wipe(self) -> None:
+        for coll in self._data_collections():
+            self._call(f"delete {coll.name}", partial(self._client.delete_collection, coll.name))
+
+    # --- locks -----------------------------------------------------------------
+    def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Creating a collection is atomic: it fails when the lock exists. An expired
+        lock is deleted (only if it is still the same collection) and retaken."""
+        import chromadb.errors
+
+        lock = _lock_collection(name)
+        meta: dict[str, Any] = {"owner": owner, "expires_at": time.time() + ttl_s}
+        for _ in range(2):
+            try:
+                created = self._client.create_collection(lock, metadata=meta, embedding_function=None)
+            except chromadb.errors.ChromaError as exc:
+                if "already exists" not in str(exc):
+                    raise self._fail(f"take lock {name}", exc) from None
+            except Exception as exc:
+                raise self._fail(f"take lock {name}", exc) from None
+            else:
+                # A racing taker may have deleted ours as "expired": only the survivor holds it.
+                held = self._get_lock(lock)
+                return held is not None and held.id == created.id
+            held = self._get_lock(lock)
+            if held is None:
+                continue  # released meanwhile: try again
+            if float((held.metadata or {}).get("expires_at", 0)) > time.time():
+                return False
+            again = self._get_lock(lock)
+            if again is not None and again.id == held.id:
+                self._call(f"break expired lock {name}", lambda: self._client.delete_collection(lock))
+        return False
+
+    def release_lock(self, name: str, owner: str) -> None:
+        lock = _lock_collection(name)
+        held = self._get_lock(lock)
+        if held is not None and (held.metadata or {}).get("owner") == owner:
+            self._call(f"release lock {name}", lambda: self._client.delete_collection(lock))
+
+    def _get_lock(self, lock: str) -> Collection | None:
+        import chromadb.errors
+
+        try:
+            return self._client.get_collection(lock)
+        except chromadb.errors.NotFoundError:
+            return None
+        except Exception as exc:
+            raise self._fail(f"read lock {lock}", exc) from None
+
+    # --- scratch and lifecycle ------------------------------------------------------
+    @contextmanager
+    def scratch(self) -> Iterator[ChromaEngine]:
+        """A new database in the same tenant, deleted on exit."""
+        name = f"rpger_scratch_{uuid.uuid4().hex[:12]}"
+        tenant = self.settings.chroma_tenant
+        admin = self._call("connect admin", lambda: chroma_admin(self.settings))
+        self._call("create scratch database", lambda: admin.create_database(name, tenant=tenant))
+        engine = ChromaEngine(self.settings.model_copy(update={"chroma_database": name}))
+        try:
+            yield engine
+        finally:
+            engine.close()
+            self._call("delete scratch database", lambda: admin.delete_database(name, tenant=tenant))
+
+    def close(self) -> None:
+        # Only drop our reference: chromadb shares one HTTP "system" per host:port
+        # across all clients in the process, and Client.close() (1.5.9) releases
+        # more references than it took, stopping it under every other client.
+        self._client_obj = None
+
+
+_: type[Engine] = ChromaEngine
+
+
+# --- helpers shared by dump, digest and restore --------------------------------------
+def _nullable(value: str | None) -> bytes:
+    """None and "" hash differently."""
+    return b"\x00" if value is None else b"\x01" + value.encode()
+
+
+def _dimension(coll: Collection) -> int | None:
+    dim = getattr(coll, "_model", None) and coll._model.dimension
+    return int(dim) if dim else None
+
+
+def _collection_spec(coll: Collection) -> dict[str, Any]:
+    """What defines a collection besides its records (no server-made ids or versions)."""
+    model = coll._model
+    return {"metadata": dict(coll.metadata) if coll.metadata else None,
+            "configuration": model.configuration_json,
+            "schema": model.serialized_schema,
+            "dimension": _dimension(coll)}
+
+
+def _digest_spec(coll: Collection) -> dict[str, Any]:
+    """The collection spec without the schema entries Chroma adds by itself: every
+    metadata key ever written gets a copy of the default index settings for its
+    type and keeps it after the record is gone, so only non-default ones count."""
+    spec = _collection_spec(coll)
+    schema = spec.get("schema")
+    if isinstance(schema, dict) and isinstance(schema.get("keys"), dict):
+        defaults = schema.get("defaults") or {}
+        keys = {}
+        for key, by_type in schema["keys"].items():
+            custom = {t: v for t, v in by_type.items() if key.startswith("#") or defaults.get(t) != v}
+            if custom:
+                keys[key] = custom
+        spec["schema"] = {**schema, "keys": keys}
+    return spec
+
+
+def _space(configuration: dict[str, Any] | None) -> str | None:
+    for index in ("hnsw", "spann"):
+        params = (configuration or {}).get(index)
+        if params and params.get("space"):
+            return str(params["space"])
+    return None
+
+
+def _lock_collection(name: str) -> str:
+    if not _VALID_LOCK_NAME.match(name):
+        raise EngineError(f"lock name {name!r} must be letters, digits, '.', '_' or '-' and end in a letter or digit")
+    return LOCK_PREFIX + name
+
+
+def _arrow_schema(dim: int) -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("embedding", pa.list_(pa.float32(), dim)),
+        pa.field("document", pa.string()),
+        pa.field("metadata", pa.string()),
+        pa.field("uri", pa.string()),
+    ])
+
+
+def _parquet_writer(path: Path, dim: int) -> Any:
+    import pyarrow.parquet as pq
+
+    # No compression: the archive step zstd-compresses the whole dump anyway.
+    return pq.ParquetWriter(path, _arrow_schema(dim), compression="none", use_dictionary=False,
+                            write_page_checksum=True)
+
+
+def _page_table(page: _Page, dim: int) -> pa.Table:
+    import pyarrow as pa
+
+    if page.embeddings.shape[1] != dim:
+        raise EngineError(f"embedding dimension changed during export ({page.embeddings.shape[1]} != {dim})")
+    flat = pa.array(page.embeddings.reshape(-1), type=pa.float32())
+    return pa.Table.from_arrays([
+        pa.array(page.ids, type=pa.string()),
+        pa.FixedSizeListArray.from_arrays(flat, dim),
+        pa.array(page.documents, type=pa.string()),
+        pa.array(page.metadatas, type=pa.string()),
+        pa.array(page.uris, type=pa.string()),
+    ], schema=_arrow_schema(dim))
+
+
+def _read_manifest(src: Path) -> dict[str, Any]:
+    try:
+        manifest = json.loads((src / COLLECTIONS_FILE).read_text(encoding="utf-8"))
+        if manifest.get("format") != DUMP_FORMAT or not isinstance(manifest.get("collections"), list):
+            raise ValueError(f"unsupported format {manifest.get('format')!r}")
+        for entry in manifest["collections"]:
+            if not {"name", "file", "count"} <= entry.keys():
+                raise ValueError("collection entry without name/file/count")
+            if Path(entry["file"]).is_absolute() or ".." in Path(entry["file"]).parts:
+                raise ValueError(f"file path escapes the dump: {entry['file']!r}")
+        return dict(manifest)
+    except (OSError, ValueError, AttributeError, TypeError) as exc:
+        raise EngineError(f"chroma dump {COLLECTIONS_FILE} is unreadable: {exc}") from None
