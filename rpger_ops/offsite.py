@@ -52,6 +52,10 @@ class OffsiteError(Exception):
     """An off-site operation failed; the message is safe to show (no keys)."""
 
 
+class ManifestError(OffsiteError):
+    """A remote manifest exists but cannot be read as a manifest."""
+
+
 @dataclass(frozen=True)
 class UploadResult:
     key: str
@@ -332,9 +336,12 @@ class OffsiteStore:
             raise OffsiteError(f"off-site {self.endpoint} bucket {self.bucket}: backup set {set_id} not found")
         body = b"".join(self._iter_object(key))
         try:
-            return dict(json.loads(body))
-        except json.JSONDecodeError as exc:
-            raise OffsiteError(f"off-site backup set {set_id}: manifest is not valid JSON ({exc})") from None
+            manifest = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"off-site backup set {set_id}: manifest is not valid JSON ({exc})") from None
+        if not isinstance(manifest, dict) or manifest.get("set_id") != set_id:
+            raise ManifestError(f"off-site backup set {set_id}: manifest does not describe this set")
+        return manifest
 
     # --- download ------------------------------------------------------------------------
     def _download_checked(self, key: str, dest: Path, expected_sha256: str) -> int:

@@ -64,6 +64,7 @@ class SetInfo:
     time: datetime  # UTC
     verified: bool
     in_progress: bool = False
+    hold: str = ""  # another reason to keep the set and leave it out of the rules
 
 
 @dataclass
@@ -118,10 +119,10 @@ def _select(verified: list[SetInfo], policy: Policy, reasons: dict[str, list[str
 def apply_policy(sets: Iterable[SetInfo], policy: Policy) -> Decision:
     ordered = sorted(sets, key=lambda s: (_utc(s.time), s.set_id), reverse=True)
     reasons: dict[str, list[str]] = {s.set_id: [] for s in ordered}
-    running = [s for s in ordered if s.in_progress]
-    finished = [s for s in ordered if not s.in_progress]
+    running = [s for s in ordered if s.in_progress or s.hold]
+    finished = [s for s in ordered if not (s.in_progress or s.hold)]
     for s in running:
-        reasons[s.set_id].append("in progress (unfinished entries, recent)")
+        reasons[s.set_id].append(s.hold or "in progress (unfinished entries, recent)")
 
     def keep_everything(note: str) -> Decision:
         for s in finished:
@@ -195,11 +196,16 @@ def prune_local(settings: Settings, dry_run: bool = False, now: datetime | None 
 def prune_offsite(settings: Settings, dry_run: bool = False, now: datetime | None = None,
                   policy: Policy | None = None) -> Decision:
     """Apply the off-site policy (settings.offsite_keep_*) to the bucket."""
-    from rpger_ops.offsite import OffsiteStore
+    from rpger_ops.offsite import ManifestError, OffsiteStore
 
     store = OffsiteStore.from_settings(settings)
     now = now or datetime.now(UTC)
-    infos = [set_info(store.read_manifest(sid), now, require_offsite=True) for sid in store.list_set_ids()]
+    infos = []
+    for sid in store.list_set_ids():
+        try:
+            infos.append(set_info(store.read_manifest(sid), now, require_offsite=True))
+        except ManifestError as exc:  # keep what we cannot judge; don't block the rest
+            infos.append(SetInfo(sid, set_time(sid), False, hold=f"kept: {exc}"))
     decision = apply_policy(infos, policy or Policy.offsite(settings))
     decision.where, decision.dry_run = "offsite", dry_run
     # Archives left without a manifest by an upload that died: unusable, and

@@ -219,6 +219,14 @@ def test_prune_offsite(env: tuple[Settings, OffsiteStore, Catalog]) -> None:
     assert real.deleted == [*ids[2:], dead]
     assert store.list_set_ids() == ids[:2]
     assert store.incomplete_set_ids() == [uploading]
+
+    # an unreadable remote manifest is kept and reported, and does not block the rest
+    garbled = new_set_id(now - timedelta(days=20))
+    store.client.put_object(settings.s3_bucket, f"stack-a/sets/{garbled}/manifest.json",
+                            io.BytesIO(b"{not json"), 9)
+    again = prune_offsite(settings, now=now, policy=Policy(keep_last=1))
+    assert garbled in again.keep and again.reasons[garbled][0].startswith("kept: off-site backup set")
+    assert again.deleted == [ids[1]] and again.note == ""
     assert set(ids) <= set(catalog.set_ids())  # local copies untouched
 
 
