@@ -267,6 +267,7 @@ def test_dump_count_restore_round_trip(engine: MongoEngine, tmp_path: Path) -> N
     report = testdata.load_mongo(engine.settings, scale=50)
     load(engine, {"typed": typed_documents()})
     engine.db.create_collection("empty_but_indexed").create_index("k", unique=True)
+    engine.db.create_collection("event_log", capped=True, size=1 << 20).insert_many([{"n": i} for i in range(3)])
     engine.db["_rpger_migrations"].insert_one({"_id": "0001"})
     engine.write_marker(StackMarker("test-stack", 1))
     source_digest = engine.digest()
@@ -274,7 +275,7 @@ def test_dump_count_restore_round_trip(engine: MongoEngine, tmp_path: Path) -> N
 
     result = engine.dump(tmp_path, lambda m, d, t: calls.append((m, d, t)))
 
-    expected = {**report.mongo_counts, "typed": 30, "empty_but_indexed": 0, "_rpger_migrations": 1}
+    expected = {**report.mongo_counts, "typed": 30, "empty_but_indexed": 0, "event_log": 3, "_rpger_migrations": 1}
     assert result.counts == expected
     assert MongoEngine.count_dump(tmp_path) == expected
     db_dir = tmp_path / engine.settings.mongodb_database
@@ -295,6 +296,7 @@ def test_dump_count_restore_round_trip(engine: MongoEngine, tmp_path: Path) -> N
         assert restored.counts == expected
         assert scratch.digest() == source_digest
         assert scratch.read_marker() is None, "the marker is not part of a dump"
+        assert scratch.db["event_log"].options().get("capped") is True
         scratch_name = scratch.settings.mongodb_database
     assert scratch_name not in engine.client.list_database_names()
 
