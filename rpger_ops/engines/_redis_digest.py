@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import redis
 
+from rpger_ops.engines._redis_raw import pack, run_packed
 from rpger_ops.engines.base import Digest
 
 BATCH = 500
@@ -42,42 +44,50 @@ def _score(raw: bytes | float) -> bytes:
     return repr(float(raw)).encode()
 
 
-def _queue_value(pipe: redis.client.Pipeline, key: bytes, kind: str) -> int:
-    """Queue the read(s) for one key's value; returns how many replies it takes."""
+def _reads(key: bytes, kind: str) -> list[bytes]:
+    """The packed read(s) that fetch one key's whole value. Module types get
+    none: only their presence and type are digested."""
     if kind == "string":
-        pipe.get(key)
-    elif kind == "hash":
-        pipe.hgetall(key)
-    elif kind == "list":
-        pipe.lrange(key, 0, -1)
-    elif kind == "set":
-        pipe.smembers(key)
-    elif kind == "zset":
-        pipe.zrange(key, 0, -1, withscores=True, score_cast_func=lambda s: s)
-    elif kind == "stream":
-        pipe.xrange(key, "-", "+")
-        pipe.xinfo_groups(key)
-        return 2
-    else:  # module types: only their presence and type are digested
-        return 0
-    return 1
-
-
-def _canonical(kind: str, replies: list[object]) -> bytes:
-    if kind == "string":
-        return _h(replies[0] or b"")  # type: ignore[arg-type]
+        return [pack(b"GET", key)]
     if kind == "hash":
-        return _sorted_hash(replies[0].items())  # type: ignore[attr-defined]
+        return [pack(b"HGETALL", key)]
     if kind == "list":
-        return _h(*replies[0])  # type: ignore[misc]
+        return [pack(b"LRANGE", key, b"0", b"-1")]
     if kind == "set":
-        return _h(*sorted(replies[0]))  # type: ignore[call-overload]
+        return [pack(b"SMEMBERS", key)]
     if kind == "zset":
-        return _sorted_hash((m, _score(s)) for m, s in replies[0])  # type: ignore[attr-defined]
+        return [pack(b"ZRANGE", key, b"0", b"-1", b"WITHSCORES")]
     if kind == "stream":
-        entries = [_h(entry_id, _h(*(x for kv in fields.items() for x in kv)))  # field order is data in a stream
-                   for entry_id, fields in replies[0]]  # type: ignore[attr-defined]
-        groups = sorted(_h(_b(g["name"]), _b(g["last-delivered-id"])) for g in replies[1])  # type: ignore[attr-defined]
+        return [pack(b"XRANGE", key, b"-", b"+"), pack(b"XINFO", b"GROUPS", key)]
+    return []
+
+
+def _pairs(reply: Any) -> list[tuple[Any, Any]]:
+    """Field/value pairs from a RESP3 map or nested pairs, or a RESP2 flat list."""
+    if isinstance(reply, dict):
+        return list(reply.items())
+    if reply and isinstance(reply[0], list):
+        return [(a, b) for a, b in reply]
+    return list(zip(reply[::2], reply[1::2], strict=True))
+
+
+def _canonical(kind: str, replies: list[Any]) -> bytes:
+    """Replies are raw, RESP2 or RESP3 (redis-py 8 speaks RESP3)."""
+    if kind == "string":
+        return _h(replies[0] or b"")
+    if kind == "hash":
+        return _sorted_hash(_pairs(replies[0]))
+    if kind == "list":
+        return _h(*replies[0])
+    if kind == "set":
+        return _h(*sorted(replies[0]))  # a list (RESP2) or a set (RESP3)
+    if kind == "zset":
+        return _sorted_hash((m, _score(s)) for m, s in _pairs(replies[0]))
+    if kind == "stream":
+        # Field order is data in a stream entry: no sorting inside an entry.
+        entries = [_h(entry_id, _h(*(x for pair in _pairs(fields) for x in pair))) for entry_id, fields in replies[0]]
+        groups = sorted(_h(g.get(b"name", b""), g.get(b"last-delivered-id", b""))
+                        for g in (dict(_pairs(raw)) for raw in replies[1]))  # type: ignore[misc]
         return _h(_h(*entries), _h(*groups))
     return b""
 
@@ -111,24 +121,17 @@ def digest_db(client: redis.Redis, namespace: str, digest: Digest, skip: Callabl
 
 
 def _digest_batch(client: redis.Redis, namespace: str, keys: list[bytes], digest: Digest) -> None:
-    pipe = client.pipeline(transaction=False)
-    for key in keys:
-        pipe.type(key)
-        pipe.execute_command("PEXPIRETIME", key)
-    meta = pipe.execute()
+    meta = run_packed(client, b"".join(pack(b"TYPE", k) + pack(b"PEXPIRETIME", k) for k in keys), 2 * len(keys))
     kinds = [_b(meta[i]).decode() for i in range(0, len(meta), 2)]
     expiries = [int(meta[i]) for i in range(1, len(meta), 2)]
-    pipe = client.pipeline(transaction=False)
-    widths = [_queue_value(pipe, key, kind) for key, kind in zip(keys, kinds, strict=True)]
-    replies = pipe.execute()
+    reads = [_reads(key, kind) for key, kind in zip(keys, kinds, strict=True)]
+    replies = run_packed(client, b"".join(b"".join(r) for r in reads), sum(len(r) for r in reads))
     pos = 0
-    for key, kind, expiry, width in zip(keys, kinds, expiries, widths, strict=True):
-        if kind == "none":  # deleted between SCAN and TYPE
-            pos += width
-            continue
+    for key, kind, expiry, width in zip(keys, kinds, expiries, (len(r) for r in reads), strict=True):
         value = _canonical(kind, replies[pos:pos + width])
         pos += width
-        digest.add(namespace, key, kind.encode(), value, _expiry_bucket(expiry))
+        if kind != "none":  # "none": deleted between SCAN and TYPE
+            digest.add(namespace, key, kind.encode(), value, _expiry_bucket(expiry))
 
 
 def digest_functions(client: redis.Redis, digest: Digest) -> None:

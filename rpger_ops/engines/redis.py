@@ -31,6 +31,7 @@ from pydantic import SecretStr
 
 from rpger_ops.connect import redis_client
 from rpger_ops.engines._redis_digest import digest_db, digest_functions
+from rpger_ops.engines._redis_raw import pack, run_packed
 from rpger_ops.engines._redis_sync import RedisAddress, check_rdb_header, fetch_rdb, parse_address
 from rpger_ops.engines._redis_tmp import TempRedis, TempServerError, temp_redis
 from rpger_ops.engines.base import (
@@ -296,10 +297,9 @@ class RedisEngine:
             while (item := batches.get()) is not None:
                 if isinstance(item, BaseException):
                     raise EngineError(f"reading the dump failed: {item}") from item
-                pipe = target.pipeline(transaction=False)
-                for key, payload, expire_at in item:
-                    pipe.restore(key, max(expire_at, 0), payload, replace=True, absttl=True)
-                self._call(f"restore keys into db{db}", pipe.execute)
+                packed = b"".join(pack(b"RESTORE", key, b"%d" % max(expire_at, 0), payload, b"REPLACE", b"ABSTTL")
+                                  for key, payload, expire_at in item)
+                self._call(f"restore keys into db{db}", partial(run_packed, target, packed, len(item)))
                 restored += len(item)
                 if time.monotonic() >= next_progress:
                     progress(f"restoring db{db}", done + restored, total)
@@ -358,11 +358,8 @@ def _dump_batches(source: redis.Redis, db: int, stop: threading.Event) -> Iterat
     keys: list[bytes] = []
 
     def fetch(batch: list[bytes]) -> list[tuple[bytes, bytes, int]]:
-        pipe = source.pipeline(transaction=False)
-        for key in batch:
-            pipe.dump(key)
-            pipe.execute_command("PEXPIRETIME", key)
-        replies = pipe.execute()
+        packed = b"".join(pack(b"DUMP", key) + pack(b"PEXPIRETIME", key) for key in batch)
+        replies = run_packed(source, packed, 2 * len(batch))
         out = []
         for i, key in enumerate(batch):
             payload, expire_at = replies[2 * i], int(replies[2 * i + 1])
