@@ -11,7 +11,8 @@ Safety rules on top of the policy:
 - when the newest finished set is not verified (the last backup failed), or no
   set is verified at all, nothing is deleted, and the decision says why;
 - a set still being written (an entry "dumping"/"archived", younger than
-  `IN_PROGRESS_GRACE`) is kept and ignored by the rules;
+  `IN_PROGRESS_GRACE`) is kept and ignored by the rules, as is a set held
+  for another reason (e.g. an unreadable remote manifest);
 - unverified sets older than the newest verified set are removed: no restore
   would ever pick them.
 """
@@ -119,9 +120,9 @@ def _select(verified: list[SetInfo], policy: Policy, reasons: dict[str, list[str
 def apply_policy(sets: Iterable[SetInfo], policy: Policy) -> Decision:
     ordered = sorted(sets, key=lambda s: (_utc(s.time), s.set_id), reverse=True)
     reasons: dict[str, list[str]] = {s.set_id: [] for s in ordered}
-    running = [s for s in ordered if s.in_progress or s.hold]
+    held = [s for s in ordered if s.in_progress or s.hold]
     finished = [s for s in ordered if not (s.in_progress or s.hold)]
-    for s in running:
+    for s in held:
         reasons[s.set_id].append(s.hold or "in progress (unfinished entries, recent)")
 
     def keep_everything(note: str) -> Decision:
@@ -138,10 +139,9 @@ def apply_policy(sets: Iterable[SetInfo], policy: Policy) -> Decision:
 
     kept = _select(verified, policy, reasons)
     newest = verified[0].set_id
-    if newest not in kept:
-        kept.add(newest)
+    kept.add(newest)
     reasons[newest].insert(0, "newest verified set (always kept)")
-    kept.update(s.set_id for s in running)
+    kept.update(s.set_id for s in held)
 
     for s in finished:
         if s.set_id in kept:
