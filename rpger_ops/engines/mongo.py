@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -100,6 +101,26 @@ class _Throttle:
         if force or now - self._last >= self._interval:
             self._last = now
             self._progress(message, done, total)
+
+
+def _add_definition(d: Digest, info: dict[str, Any], indexes: list[dict[str, Any]]) -> None:
+    """A collection's digest items other than its documents: type, options, indexes."""
+    name = info["name"]
+    d.add("collection", name, info.get("type", "collection"), _canonical_fields(info.get("options", {}), ("uuid",)))
+    for index in indexes:
+        d.add("index:" + name, _canonical_fields(index, INDEX_BOOKKEEPING))
+
+
+@dataclass
+class _DumpRun:
+    """State of one dump shared by its per-collection steps."""
+
+    result: DumpResult
+    report: _Throttle
+    digest: Digest  # of exactly what was written
+    session: ClientSession | None  # the snapshot session on a replica set
+    total: int  # estimated documents, for progress
+    done: int = 0
 
 
 class MongoEngine:
@@ -209,16 +230,16 @@ class MongoEngine:
     def digest(self) -> str:
         """Covers each document's raw BSON (field order and types), each index
         definition (minus v/ns) and each collection's type and options (uuid is
-        server-generated and lives outside options)."""
+        server-generated and lives outside options). `dump` computes the same
+        digest of what it wrote, as `DumpResult.extra["digest"]`."""
         d = Digest()
         with self._translate("digest"):
             for info in self._collections():
-                name, kind = info["name"], info.get("type", "collection")
-                d.add("collection", name, kind, _canonical_fields(info.get("options", {}), ("uuid",)))
-                if kind == "view":
+                name = info["name"]
+                is_view = info.get("type") == "view"
+                _add_definition(d, info, [] if is_view else [dict(ix) for ix in self.db[name].list_indexes()])
+                if is_view:
                     continue
-                for index in self.db[name].list_indexes():
-                    d.add("index:" + name, _canonical_fields(dict(index), INDEX_BOOKKEEPING))
                 for batch in self.db[name].find_raw_batches({}, batch_size=self.dump_batch_size):
                     for doc in layout.split_documents(cast(bytes, batch)):
                         d.add("doc:" + name, bytes(doc))
@@ -270,7 +291,6 @@ class MongoEngine:
         collection is read in one snapshot session (point in time, within the
         server's snapshot history window, 5 min by default); elsewhere one
         collection after another."""
-        report = _Throttle(progress, self.progress_interval_s)
         db_dir = dest / self.settings.mongodb_database
         result = DumpResult(counts={}, files=[], bytes_written=0, point_in_time=False, server_version="")
         with self._translate("dump"):
@@ -283,15 +303,16 @@ class MongoEngine:
             infos = self._collections()
             expected = {i["name"]: self.db[i["name"]].estimated_document_count()
                         for i in infos if i.get("type") != "view"}
-            total = sum(expected.values())
-            report(f"dumping {len(infos)} collections (~{total} documents)", 0, total, force=True)
             session = self.client.start_session(snapshot=True) if replica_set else None
+            run = _DumpRun(result, _Throttle(progress, self.progress_interval_s), Digest(), session,
+                           total=sum(expected.values()))
+            run.report(f"dumping {len(infos)} collections (~{run.total} documents)", 0, run.total, force=True)
             try:
                 if session is not None:
                     self._open_snapshot(infos, session)
-                done = 0
                 for info in infos:
-                    done = self._dump_collection(info, db_dir, session, result, report, done, total)
+                    self._dump_collection(info, db_dir, run)
+                result.extra["digest"] = run.digest.hexdigest()
                 if session is not None:
                     # Private in pymongo: the timestamp the server chose for the snapshot.
                     at = getattr(session, "_snapshot_time", None) or session.operation_time
@@ -304,10 +325,11 @@ class MongoEngine:
             result.notes.append("not point-in-time: the server is not a replica set (FerretDB or standalone "
                                 "MongoDB), so collections were read one after another")
         written = sum(result.counts.values())
-        if written == 0 and total > 0:
-            raise EngineError(f"MongoDB dump: read 0 documents although the server reports ~{total}; "
+        if written == 0 and run.total > 0:
+            raise EngineError(f"MongoDB dump: read 0 documents although the server reports ~{run.total}; "
                               "refusing an empty dump of a non-empty database")
-        report(f"dumped {written} documents from {len(result.counts)} collections", written, total, force=True)
+        run.report(f"dumped {written} documents from {len(result.counts)} collections", written, run.total,
+                   force=True)
         return result
 
     def _open_snapshot(self, infos: list[dict[str, Any]], session: ClientSession) -> None:
@@ -318,8 +340,7 @@ class MongoEngine:
                 self.db[info["name"]].find_one({}, projection={"_id": 1}, session=session)
                 return
 
-    def _dump_collection(self, info: dict[str, Any], db_dir: Path, session: ClientSession | None,
-                         result: DumpResult, report: _Throttle, done: int, total: int) -> int:
+    def _dump_collection(self, info: dict[str, Any], db_dir: Path, run: _DumpRun) -> None:
         name, kind = info["name"], info.get("type", "collection")
         coll = self.db[name]
         meta = layout.CollectionMetadata(
@@ -328,21 +349,24 @@ class MongoEngine:
             uuid=layout.uuid_hex((info.get("info") or {}).get("uuid")))
         meta_file = layout.metadata_path(db_dir, name)
         meta_file.write_text(meta.to_json(), encoding="utf-8")
-        self._record_file(result, db_dir, meta_file)
+        self._record_file(run.result, db_dir, meta_file)
+        _add_definition(run.digest, info, meta.indexes)
         if not meta.has_documents:
-            return done
+            return
         data_file = layout.bson_path(db_dir, name)
-        count = 0
+        count, namespace = 0, "doc:" + name
         with data_file.open("wb") as fh:
-            for raw in coll.find_raw_batches({}, batch_size=self.dump_batch_size, session=session):
+            for raw in coll.find_raw_batches({}, batch_size=self.dump_batch_size, session=run.session):
                 batch = cast(bytes, raw)  # typed as documents by pymongo; really concatenated BSON
                 fh.write(batch)
-                count += sum(1 for _ in layout.split_documents(batch))
-                report(f"dumping {name}", done + count, total)
-        result.counts[name] = count
-        self._record_file(result, db_dir, data_file)
-        report(f"dumped {name}: {count} documents", done + count, total, force=True)
-        return done + count
+                for doc in layout.split_documents(batch):
+                    run.digest.add(namespace, bytes(doc))
+                    count += 1
+                run.report(f"dumping {name}", run.done + count, run.total)
+        run.result.counts[name] = count
+        run.done += count
+        self._record_file(run.result, db_dir, data_file)
+        run.report(f"dumped {name}: {count} documents", run.done, run.total, force=True)
 
     @staticmethod
     def _record_file(result: DumpResult, db_dir: Path, path: Path) -> None:

@@ -289,6 +289,7 @@ def test_dump_count_restore_round_trip(engine: MongoEngine, tmp_path: Path) -> N
     assert result.point_in_time is bool(engine.client.admin.command("hello").get("setName"))
     assert result.server_version == engine.ping().server_version
     assert calls and calls[-1][1] == sum(expected.values())
+    assert result.extra["digest"] == source_digest, "the dump's own digest of what it wrote"
 
     with engine.scratch() as scratch:
         assert scratch.is_empty()
@@ -388,10 +389,8 @@ def test_count_dump_rejects_missing_data_file(dumped: Path) -> None:
 class _LosesDocuments(MongoEngine):
     """A dump whose reads silently come back empty (e.g. a filtered or misrouted read)."""
 
-    def _dump_collection(self, info: dict[str, Any], db_dir: Path, session: Any, result: Any,
-                         report: Any, done: int, total: int) -> int:
-        result.counts[info["name"]] = 0
-        return done
+    def _dump_collection(self, info: dict[str, Any], db_dir: Path, run: Any) -> None:
+        run.result.counts[info["name"]] = 0
 
 
 def test_empty_dump_of_non_empty_database_raises(engine: MongoEngine, tmp_path: Path) -> None:
