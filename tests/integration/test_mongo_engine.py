@@ -242,6 +242,30 @@ def test_digest_changes_with_index_uniqueness(twins: tuple[MongoEngine, MongoEng
     assert a.digest() != b.digest()
 
 
+@pytest.mark.parametrize("options", [
+    {"expireAfterSeconds": 3600},
+    {"partialFilterExpression": {"level": {"$gt": 5}}},
+    {"collation": {"locale": "en", "strength": 2}},
+    {"sparse": True},
+], ids=["ttl", "partial", "collation", "sparse"])
+def test_digest_changes_with_index_option(twins: tuple[MongoEngine, MongoEngine], options: dict[str, Any]) -> None:
+    from pymongo.errors import OperationFailure
+
+    a, b = twins
+    b.db["characters"].create_index([("level", 1)], name="level_1")
+    a.db["characters"].create_index([("level", 1)], name="level_1")
+    assert a.digest() == b.digest()
+    b.db["characters"].drop_index("level_1")
+    try:
+        b.db["characters"].create_index([("level", 1)], name="level_1", **options)
+    except OperationFailure as exc:
+        pytest.skip(f"the server lacks index option {next(iter(options))}: {exc.details and exc.details.get('errmsg')}")
+    listed = next(ix for ix in b.db["characters"].list_indexes() if ix["name"] == "level_1")
+    if next(iter(options)) not in listed:
+        pytest.skip(f"the server accepts but does not keep index option {next(iter(options))} (FerretDB)")
+    assert a.digest() != b.digest()
+
+
 def test_digest_changes_with_capped_size(engine: MongoEngine, other: MongoEngine) -> None:
     engine.db.create_collection("log", capped=True, size=1 << 20)
     other.db.create_collection("log", capped=True, size=1 << 20)
@@ -302,22 +326,31 @@ def test_dump_count_restore_round_trip(engine: MongoEngine, tmp_path: Path) -> N
     assert scratch_name not in engine.client.list_database_names()
 
 
-def test_restore_notes_validators_the_server_lacks(engine: MongoEngine, tmp_path: Path) -> None:
+def test_restore_notes_what_the_server_lacks(engine: MongoEngine, tmp_path: Path) -> None:
+    """A dump from MongoDB (validator, TTL index) restored into FerretDB: what can't be
+    restored is named in the notes, everything else still arrives."""
     engine.db["users"].insert_one({"username": "a", "email": "a@x"})
+    engine.db["users"].create_index("username", unique=True)
     engine.dump(tmp_path)
     meta_file = tmp_path / engine.settings.mongodb_database / "users.metadata.json"
     meta = loads(meta_file.read_text())
     meta["options"]["validator"] = testdata.json_schema_validator("users")
+    meta["indexes"].append({"v": 2, "key": {"seen": 1}, "name": "seen_ttl", "expireAfterSeconds": 60})
     meta_file.write_text(dumps(meta, json_options=CANONICAL_JSON_OPTIONS))
 
     with engine.scratch() as scratch:
         result = scratch.restore(tmp_path)
         assert result.counts == {"users": 1}
         options = scratch.db["users"].options()
+        indexes = {ix["name"]: ix for ix in scratch.db["users"].list_indexes()}
+        assert indexes["username_1"].get("unique") is True
         if is_ferretdb(engine):
             assert any("users" in n and "validator" in n and "$jsonSchema" in n for n in result.notes), result.notes
+            assert any("users" in n and "seen_ttl" in n for n in result.notes), result.notes
+            assert "seen_ttl" not in indexes
         else:
             assert "validator" in options and not result.notes
+            assert indexes["seen_ttl"]["expireAfterSeconds"] == 60
 
 
 def test_restore_refuses_a_target_holding_documents(engine: MongoEngine, tmp_path: Path) -> None:
