@@ -99,7 +99,16 @@ def is_internal(name: str) -> bool:
 
 def canonical_json(value: Any) -> str:
     """Sorted keys, no whitespace: equal values give equal text; 1, 1.0 and true stay distinct."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+                      default=_transport_form)
+
+
+def _transport_form(value: Any) -> Any:
+    """Sparse-vector metadata values as their tagged dict, which `add` accepts back."""
+    to_dict = getattr(value, "to_dict", None)
+    if callable(to_dict):
+        return to_dict()
+    raise TypeError(f"metadata value of type {type(value).__name__} is not JSON serialisable")
 
 
 def _float32_rows(embeddings: Any, n: int) -> np.ndarray:

@@ -26,7 +26,10 @@ VALUE_OFFSETS = np.arange(-4, 5, dtype=np.int32)
 
 
 def chroma_norms(x: np.ndarray) -> np.ndarray:
-    """Row norms as Chroma computes them: float32 squares summed left to right."""
+    """Row norms as Chroma computes them: float32 squares summed left to right.
+
+    `cumsum` (add.accumulate) is strictly sequential; `sum`/`add.reduce` may
+    pair terms up and round differently."""
     return np.sqrt(np.cumsum(x * x, axis=1, dtype=np.float32)[:, -1])
 
 
