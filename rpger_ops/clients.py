@@ -65,7 +65,7 @@ def _is_transient(exc: BaseException) -> bool:
 
 @dataclass
 class RetryPolicy:
-    attempts: int = 8
+    attempts: int = 40
     initial_s: float = 0.05
     max_backoff_s: float = 2.0
     total_s: float = 30.0
