@@ -150,6 +150,8 @@ def start_redis(data_dir: Path, password: str, port: int | None = None, host: st
     conf.write_text(
         f"bind {host}\nport {port}\ndir {data_dir}\nappendonly yes\nappendfsync everysec\n"
         f"save \"\"\nrequirepass {password}\ndaemonize no\nprotected-mode yes\nlogfile \"\"\n"
+        # Snapshots over replication (the backup) start at once, not after 5 s.
+        "repl-diskless-sync-delay 0\n"
     )
     conf.chmod(0o600)
     return _spawn(server, [find_binary("redis-server"), str(conf)])
