@@ -9,6 +9,10 @@ the file, and the file's bytes go back to the server.
 FerretDB lacks validators, collations, collMod, partial/TTL indexes and replica
 sets; where a restore cannot bring something back, `RestoreResult.notes` says
 what and where instead of failing.
+
+`DumpResult.extra` holds: server_kind ("mongodb"/"ferretdb"), database, format
+("mongodump-directory"), digest (of exactly what was written, comparable with
+`digest()`), and on a replica set replica_set and at_cluster_time.
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ NAMESPACE_EXISTS = 48
 VALIDATION_OPTIONS = ("validator", "validationLevel", "validationAction")
 # Index fields that are bookkeeping, not definition.
 INDEX_BOOKKEEPING = ("v", "ns")
+# Spec fields a server may legitimately drop or normalise (background is a no-op since 4.2).
+INDEX_IGNORED_OPTIONS = frozenset({"v", "ns", "background"})
 _RAW: CodecOptions[RawBSONDocument] = CodecOptions(document_class=RawBSONDocument)
 
 
@@ -177,6 +183,12 @@ class MongoEngine:
         if self._build_info is None:
             self._build_info = dict(self.client.admin.command("buildInfo"))
         return self._build_info
+
+    def _hello(self) -> dict[str, Any]:
+        try:
+            return dict(self.client.admin.command("hello"))
+        except OperationFailure:  # servers before 4.4.2 only know the legacy name
+            return dict(self.client.admin.command("isMaster"))
 
     def _server_kind(self) -> str:
         return "ferretdb" if "ferretdbVersion" in self._server_build() else "mongodb"
@@ -299,7 +311,7 @@ class MongoEngine:
             result.server_version = str(build.get("version", ""))
             result.extra.update({"server_kind": self._server_kind(), "database": self.settings.mongodb_database,
                                  "format": "mongodump-directory"})
-            replica_set = self.client.admin.command("hello").get("setName")
+            replica_set = self._hello().get("setName")
             infos = self._collections()
             expected = {i["name"]: self.db[i["name"]].estimated_document_count()
                         for i in infos if i.get("type") != "view"}
@@ -494,14 +506,25 @@ class MongoEngine:
             return
         try:
             self.db.command(SON([("createIndexes", meta.name), ("indexes", specs)]))
-            return
         except OperationFailure:
-            pass
+            for spec in specs:
+                try:
+                    self.db.command(SON([("createIndexes", meta.name), ("indexes", [spec])]))
+                except OperationFailure as exc:
+                    notes.append(f"{meta.name}: index {spec.get('name')!r} not restored: {_short(exc, 200)}")
+        self._note_dropped_index_options(meta.name, specs, notes)
+
+    def _note_dropped_index_options(self, collection: str, specs: list[dict[str, Any]], notes: list[str]) -> None:
+        """Some servers accept an index option and silently ignore it (FerretDB: sparse)."""
+        listed = {ix["name"]: dict(ix) for ix in self.db[collection].list_indexes()}
         for spec in specs:
-            try:
-                self.db.command(SON([("createIndexes", meta.name), ("indexes", [spec])]))
-            except OperationFailure as exc:
-                notes.append(f"{meta.name}: index {spec.get('name')!r} not restored: {_short(exc, 200)}")
+            have = listed.get(spec.get("name", ""))
+            if have is None:
+                continue  # refused outright: noted already
+            lost = [k for k in spec if k not in INDEX_IGNORED_OPTIONS and _canonical(spec[k]) != _canonical(have.get(k))]
+            if lost:
+                notes.append(f"{collection}: index {spec['name']!r} restored without {', '.join(lost)}: "
+                             "the server did not keep these options")
 
     # --- Engine: wipe, scratch, close -----------------------------------------------------------
     def wipe(self) -> None:
