@@ -28,3 +28,29 @@ def test_generator_fills_real_servers(settings):
     got = coll.get(ids=["monster_3_0"], include=["embeddings", "metadatas"])
     assert len(got["embeddings"][0]) == testdata.EMBEDDING_DIM
     assert got["metadatas"][0]["monster_id"] == "monster-3"
+
+
+def test_the_four_servers_are_the_real_ones(settings, s3_endpoint, mongo_endpoint, chroma_endpoint):
+    """No mongomock/fakeredis/moto: each fixture is a real server process speaking its protocol."""
+    import os
+    import urllib.request
+
+    client = mongo_client(settings)
+    try:
+        build = client.admin.command("buildInfo")
+    finally:
+        client.close()
+    if not os.environ.get("RPGER_TEST_MONGODB_URI"):
+        assert "ferretdbVersion" in build  # FerretDB over the MongoDB wire protocol
+        assert mongo_endpoint.server is not None and mongo_endpoint.server.running
+    info = redis_client(settings).info("server")
+    assert info["redis_version"] and info["process_id"] > 0
+    import chromadb
+
+    assert chroma_client(settings).heartbeat() > 0 and chroma_client(settings).get_version()
+    assert chromadb.__version__ == "1.5.9"  # the package whose `chroma run` serves the tests
+    with urllib.request.urlopen(f"http://{s3_endpoint.host}:{s3_endpoint.port}/minio/health/live") as resp:
+        assert resp.status == 200 and "MinIO" in resp.headers.get("Server", "")
+    for ep in (mongo_endpoint, chroma_endpoint, s3_endpoint):
+        if ep.server is not None:
+            assert ep.server.proc is not None and ep.server.proc.pid > 0
