@@ -1,0 +1,199 @@
+"""Preseeding on real servers: new empty volumes are restored, nothing else is touched."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Endpoint, make_settings
+from restore_support import digests, manifest_digests, take_set, wipe
+
+from rpger_ops import devservers, testdata
+from rpger_ops.catalog import Catalog
+from rpger_ops.connect import mongo_client, redis_client
+from rpger_ops.engines import build_engine
+from rpger_ops.engines.base import ENGINE_NAMES, StackMarker
+from rpger_ops.preseed import preseed
+from rpger_ops.schema import code_schema_version
+from rpger_ops.settings import Settings
+
+SCALE = 30
+
+
+def marker_of(settings: Settings, name: Any) -> StackMarker | None:
+    engine = build_engine(name, settings)
+    try:
+        return engine.read_marker()
+    finally:
+        engine.close()
+
+
+@pytest.fixture
+def fresh_servers(tmp_path: Path, redis_factory: Any) -> Iterator[tuple[Endpoint, Endpoint, Endpoint]]:
+    """Three servers on brand-new data directories: what a rebuilt host sees."""
+    ferret = devservers.start_ferretdb(tmp_path / "fresh-ferretdb")
+    chroma = devservers.start_chroma(tmp_path / "fresh-chroma")
+    try:
+        yield (Endpoint(ferret.host, ferret.port, ferret, {}, uri=f"mongodb://{ferret.host}:{ferret.port}/"),
+               redis_factory(), Endpoint(chroma.host, chroma.port, chroma, {}))
+    finally:
+        ferret.stop()
+        chroma.stop()
+
+
+def test_round_trip_backup_then_fresh_volumes_then_preseed(settings: Settings, tmp_path: Path,
+                                                           fresh_servers: Any) -> None:
+    testdata.load_all(settings, scale=SCALE)
+    set_id = take_set(settings)
+    expected = manifest_digests(settings, set_id)
+    assert set(expected) == set(ENGINE_NAMES)
+
+    # A rebuilt host: new empty servers, the same backup directory.
+    mongo, redis_ep, chroma = fresh_servers
+    rebuilt = make_settings(tmp_path, mongo, redis_ep, chroma,
+                            RPGER_BACKUP_DIR=str(settings.backup_dir),
+                            MONGODB_DATABASE=settings.mongodb_database,
+                            CHROMA_DATABASE=settings.chroma_database)
+    report = preseed(rebuilt)
+
+    assert report.ok, report.lines()
+    for name in ENGINE_NAMES:
+        d = report.databases[name]
+        assert (d.state, d.action, d.set_id, d.origin) == ("new", "restored", set_id, "local"), d
+        marker = marker_of(rebuilt, name)
+        assert marker is not None and marker.stack_id == "test-stack"
+    assert digests(rebuilt) == expected
+    r = redis_client(rebuilt)
+    try:  # TTLs come back as remaining time of the original absolute expiry
+        assert 0 < r.ttl("dashboard:default:user0") <= 3600
+        assert 0 < r.pttl("session:abc") <= 7_200_000
+        assert r.ttl("game:state:environment") == -1
+    finally:
+        r.close()
+
+    # Seeded now: a second preseed (the next start) leaves everything alone.
+    again = preseed(rebuilt)
+    assert {d.action for d in again.databases.values()} == {"skipped"}
+    assert digests(rebuilt) == expected
+
+
+def test_preseed_never_touches_a_database_with_data(settings: Settings) -> None:
+    testdata.load_all(settings, scale=20)
+    take_set(settings)
+    testdata.load_redis(settings, scale=25, seed=99)  # newer data than the set
+    before = digests(settings)
+    report = preseed(settings)
+    assert report.ok
+    assert {n: (d.state, d.action) for n, d in report.databases.items()} == {
+        n: ("has_data", "skipped") for n in ENGINE_NAMES}
+    assert digests(settings) == before
+
+
+def test_emptied_on_purpose_is_a_warning_not_a_restore(settings: Settings) -> None:
+    testdata.load_all(settings, scale=20)
+    take_set(settings)
+    for name in ENGINE_NAMES:
+        engine = build_engine(name, settings)
+        engine.write_marker(StackMarker("test-stack", code_schema_version()))
+        engine.close()
+    wipe(settings)
+    report = preseed(settings)
+    assert report.ok  # the app may start; the operator is warned
+    for d in report.databases.values():
+        assert (d.state, d.action) == ("emptied", "warned")
+        assert "emptied on purpose" in d.message
+    for name in ENGINE_NAMES:
+        engine = build_engine(name, settings)
+        assert engine.is_empty()
+        engine.close()
+
+
+def test_local_directory_gone_restores_from_offsite(settings_s3: Settings) -> None:
+    testdata.load_all(settings_s3, scale=20)
+    set_id = take_set(settings_s3, offsite=True)
+    expected = manifest_digests(settings_s3, set_id)
+    shutil.rmtree(settings_s3.backup_dir)
+    wipe(settings_s3)
+    report = preseed(settings_s3)
+    assert report.ok, report.lines()
+    assert {(d.action, d.set_id, d.origin) for d in report.databases.values()} == {("restored", set_id, "offsite")}
+    assert digests(settings_s3) == expected
+
+
+def test_corrupt_newest_set_falls_back_to_the_previous(settings: Settings) -> None:
+    testdata.load_mongo(settings, scale=20)
+    older = take_set(settings, dbs=["mongo"], age_minutes=10)
+    older_digest = manifest_digests(settings, older)["mongo"]
+    client = mongo_client(settings)  # more data, newer set
+    client[settings.mongodb_database]["loot"].insert_many([{"n": i} for i in range(5)])
+    client.close()
+    newer = take_set(settings, dbs=["mongo"])
+    assert newer > older and manifest_digests(settings, newer)["mongo"] != older_digest
+    archive = Catalog(settings.backup_dir).archive_path(newer, "mongo")
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: the sha256 check must catch it
+    archive.write_bytes(bytes(data))
+    wipe(settings, ["mongo"])
+
+    report = preseed(settings, ["mongo"])
+    d = report.databases["mongo"]
+    assert (d.action, d.set_id, d.origin) == ("restored", older, "local"), d
+    assert "corrupt" in d.message
+    assert digests(settings, ["mongo"])["mongo"] == older_digest
+
+
+def test_nothing_anywhere_initialises_empty_with_marker(settings_s3: Settings) -> None:
+    report = preseed(settings_s3)
+    assert report.ok
+    for name in ENGINE_NAMES:
+        d = report.databases[name]
+        assert (d.state, d.action) == ("new", "initialized_empty")
+        assert "no verified backup set anywhere" in d.message
+        marker = marker_of(settings_s3, name)
+        assert marker is not None and marker.schema_version == code_schema_version()
+    # Initialised: the next start treats it as emptied-on-purpose, never as new.
+    assert {d.state for d in preseed(settings_s3).databases.values()} == {"emptied"}
+
+
+def test_two_preseeds_at_once_restore_once(settings: Settings) -> None:
+    testdata.load_all(settings, scale=20)
+    set_id = take_set(settings)
+    expected = manifest_digests(settings, set_id)
+    wipe(settings)
+    barrier = threading.Barrier(2)
+    reports: list[Any] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            reports.append(preseed(settings))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors and len(reports) == 2
+    for name in ENGINE_NAMES:
+        actions = sorted(r.databases[name].action for r in reports)
+        assert actions == ["restored", "skipped"], (name, [r.lines() for r in reports])
+    assert digests(settings) == expected
+
+
+def test_not_ready_database_is_left_alone(settings: Settings, tmp_path: Path, mongo_endpoint: Endpoint,
+                                          chroma_endpoint: Endpoint) -> None:
+    testdata.load_redis(settings, scale=20)
+    take_set(settings, dbs=["redis"])
+    down = Endpoint("127.0.0.1", devservers.free_port(), None, {"password": "not-the-password-1"})
+    unreachable = make_settings(tmp_path, mongo_endpoint, down, chroma_endpoint,
+                                RPGER_BACKUP_DIR=str(settings.backup_dir))
+    report = preseed(unreachable, ["redis"])
+    assert not report.ok and report.not_ready == ["redis"]
+    assert report.databases["redis"].action == "skipped"
