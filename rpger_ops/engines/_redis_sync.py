@@ -33,6 +33,7 @@ class RedisAddress:
     unix_path: str = ""
     tls: bool = False
     tls_verify: bool = True
+    tls_check_hostname: bool = True
     tls_ca_file: str | None = None
     username: str | None = None
     password: str | None = field(default=None, repr=False)
@@ -43,7 +44,9 @@ class RedisAddress:
 
 
 def parse_address(url: str, username: str | None, password: str | None) -> RedisAddress:
-    """Credentials in the URL win, as in redis-py's `from_url`."""
+    """Credentials in the URL win, as in redis-py's `from_url`; TLS options are
+    read from the same query parameters redis-py takes (ssl_cert_reqs,
+    ssl_ca_certs, ssl_check_hostname)."""
     parts = urlsplit(url)
     query = parse_qs(parts.query)
     user = unquote(parts.username) if parts.username else username
@@ -51,9 +54,11 @@ def parse_address(url: str, username: str | None, password: str | None) -> Redis
     if parts.scheme == "unix":
         return RedisAddress(unix_path=parts.path, username=user, password=pw)
     cert_reqs = query.get("ssl_cert_reqs", ["required"])[0].lower()
+    check_hostname = query.get("ssl_check_hostname", ["true"])[0].lower() not in ("false", "no", "0", "n", "f")
     ca_file = query.get("ssl_ca_certs", [""])[0] or None
     return RedisAddress(host=parts.hostname or "localhost", port=parts.port or 6379,
                         tls=parts.scheme == "rediss", tls_verify=cert_reqs not in ("none", "cert_none"),
+                        tls_check_hostname=check_hostname,
                         tls_ca_file=ca_file, username=user, password=pw)
 
 
@@ -110,8 +115,8 @@ def _connect(addr: RedisAddress, timeout: float) -> socket.socket:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if addr.tls:
             ctx = ssl.create_default_context(cafile=addr.tls_ca_file)
+            ctx.check_hostname = addr.tls_verify and addr.tls_check_hostname
             if not addr.tls_verify:
-                ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             sock = ctx.wrap_socket(sock, server_hostname=addr.host)
     except ssl.SSLError as exc:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from rpger_ops.engines.base import EngineError, Progress, no_progress
 
@@ -52,16 +54,18 @@ class TempRedis:
     def url(self) -> str:
         return f"unix://{self.socket_path}"
 
-    def client(self, db: int = 0) -> redis.Redis:
-        return redis.Redis(unix_socket_path=str(self.socket_path), db=db, socket_timeout=60)
+    def client(self, db: int = 0, retries: int = 3) -> redis.Redis:
+        return redis.Redis(unix_socket_path=str(self.socket_path), db=db, socket_timeout=60,
+                           retry=Retry(NoBackoff(), retries))
 
-    def log_tail(self, n: int = 8) -> str:
-        log = self.directory / "server.log"
+    def log_tail(self, n: int = 4) -> str:
+        """The server's last warnings/errors (`#` lines), which say why a load failed."""
         try:
-            lines = log.read_text(errors="replace").splitlines()
+            lines = (self.directory / "server.log").read_text(errors="replace").splitlines()
         except OSError:
             return ""
-        return "\n".join(lines[-n:])
+        errors = [ln for ln in lines if " # " in ln and "overcommit" not in ln]
+        return "\n".join((errors or lines)[-n:])
 
 
 def _config(directory: Path, socket_path: Path, replica: bool) -> str:
@@ -118,7 +122,7 @@ def temp_redis(rdb: Path | None = None, progress: Progress = no_progress) -> Ite
 
 
 def _wait_ready(server: TempRedis, progress: Progress) -> None:
-    client = server.client()
+    client = server.client(retries=0)  # this loop is the retry
     last_change = time.monotonic()
     try:
         while True:

@@ -55,7 +55,6 @@ LOCK_PREFIX = b"_rpger:lock:"
 STACK_PREFIX = b"_rpger:"
 DUMP_FILE = "dump.rdb"
 RESTORE_BATCH = 1000
-PROGRESS_EVERY_S = 2.0
 
 # Release only our own lock; refresh only our own lock.
 _RELEASE_LUA = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
@@ -197,6 +196,7 @@ class RedisEngine:
         self._call("write the stack marker", lambda: self._client().set(MARKER_KEY, json.dumps(marker.as_dict())))
 
     def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
+        """Take the lock, or refresh its TTL when `owner` already holds it."""
         key = LOCK_PREFIX + name.encode()
         ttl_ms = max(1, int(ttl_s * 1000))
         client = self._client()
@@ -292,7 +292,6 @@ class RedisEngine:
         reader.start()
         target = self._client(db)
         restored = 0
-        next_progress = time.monotonic() + PROGRESS_EVERY_S
         try:
             while (item := batches.get()) is not None:
                 if isinstance(item, BaseException):
@@ -301,9 +300,7 @@ class RedisEngine:
                                   for key, payload, expire_at in item)
                 self._call(f"restore keys into db{db}", partial(run_packed, target, packed, len(item)))
                 restored += len(item)
-                if time.monotonic() >= next_progress:
-                    progress(f"restoring db{db}", done + restored, total)
-                    next_progress = time.monotonic() + PROGRESS_EVERY_S
+                progress(f"restoring db{db}", done + restored, total)
         finally:
             stop.set()
             while reader.is_alive():  # unblock a reader waiting on a full queue

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,8 +15,9 @@ import redis
 
 from rpger_ops import testdata
 from rpger_ops.connect import redis_client
-from rpger_ops.devservers import start_redis
+from rpger_ops.devservers import free_port, port_open, start_redis
 from rpger_ops.engines import build_engine
+from rpger_ops.engines._redis_sync import fetch_rdb, parse_address
 from rpger_ops.engines.base import Engine, EngineError, NamespaceStats, NotReadyError, StackMarker
 from rpger_ops.engines.redis import DUMP_FILE, RedisEngine
 from rpger_ops.settings import Settings, load_settings
@@ -412,3 +416,81 @@ def test_server_killed_mid_transfer(redis_endpoint: Any, tmp_path: Path) -> None
     assert any(m.startswith("receiving") for m in seen)
     assert not (dest / DUMP_FILE).exists()
     engine.close()
+
+
+# --- TLS -----------------------------------------------------------------------
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A redis-server speaking only TLS, with a throwaway CA and a certificate for 127.0.0.1."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl CLI not available to make test certificates")
+    d = tmp_path / "tls"
+    d.mkdir()
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt",
+            "-days", "1", "-subj", "/CN=rpger-test-ca")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1")
+    (d / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "srv.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", "srv.crt", "-days", "1", "-extfile", "ext.cnf")
+    port, password = free_port(), secrets.token_urlsafe(12)
+    conf = d / "redis.conf"
+    conf.write_text(f"port 0\ntls-port {port}\nbind 127.0.0.1\ntls-cert-file {d / 'srv.crt'}\n"
+                    f"tls-key-file {d / 'srv.key'}\ntls-ca-cert-file {d / 'ca.crt'}\ntls-auth-clients no\n"
+                    f"save \"\"\ndir {d}\nrequirepass {password}\nrepl-diskless-sync-delay 0\n")
+    conf.chmod(0o600)
+    proc = subprocess.Popen(["redis-server", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not port_open("127.0.0.1", port):
+            assert proc.poll() is None and time.monotonic() < deadline, "TLS redis-server did not start"
+            time.sleep(0.05)
+        yield {"port": port, "password": password, "ca": d / "ca.crt"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def test_dump_and_restore_over_tls(tls_redis: dict[str, Any], tmp_path: Path) -> None:
+    url = f"rediss://127.0.0.1:{tls_redis['port']}/0?ssl_ca_certs={tls_redis['ca']}"
+    settings = load_settings(_env_file=None, REDIS_URL=url, REDIS_PASSWORD=tls_redis["password"])
+    engine = RedisEngine(settings)
+    testdata.load_redis(settings, scale=SCALE)
+    dest = tmp_path / "dump"
+    dest.mkdir()
+    result = engine.dump(dest)
+    assert result.counts == {ns: s.count for ns, s in engine.stats().items()} != {}
+    with engine.scratch() as scratch:
+        scratch.restore(dest)
+        assert scratch.digest() == engine.digest()
+    engine.close()
+
+
+def test_tls_with_an_untrusted_certificate_is_not_ready(tls_redis: dict[str, Any], tmp_path: Path) -> None:
+    url = f"rediss://127.0.0.1:{tls_redis['port']}/0"  # system CAs: our test CA is unknown
+    engine = RedisEngine(load_settings(_env_file=None, REDIS_URL=url, REDIS_PASSWORD=tls_redis["password"]))
+    dest = tmp_path / "dump"
+    dest.mkdir()
+    with pytest.raises(NotReadyError) as info:
+        engine.dump(dest)
+    assert tls_redis["password"] not in str(info.value)
+    # The snapshot's own connection (not redis-py's) refuses the certificate too.
+    with pytest.raises(NotReadyError, match="TLS"):
+        fetch_rdb(parse_address(url, None, tls_redis["password"]), dest / DUMP_FILE, lambda *a: None, 5)
+    assert not (dest / DUMP_FILE).exists()
+    engine.close()
+
+
+def test_a_dump_that_comes_out_empty_from_a_full_server_is_an_error(
+        engine: RedisEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    testdata.load_redis(engine.settings, scale=SCALE)
+    # The server is real; only our reading of the snapshot is made to see nothing.
+    monkeypatch.setattr("rpger_ops.engines.redis._count_rdb", lambda *a: {})
+    dest = tmp_path / "dump"
+    dest.mkdir()
+    with pytest.raises(EngineError, match="empty"):
+        engine.dump(dest)
