@@ -538,13 +538,13 @@ def _nullable(value: str | None) -> bytes:
 
 
 def _dimension(coll: Collection) -> int | None:
-    dim = getattr(coll, "_model", None) and coll._model.dimension
+    dim = coll.get_model().dimension
     return int(dim) if dim else None
 
 
 def _collection_spec(coll: Collection) -> dict[str, Any]:
     """What defines a collection besides its records (no server-made ids or versions)."""
-    model = coll._model
+    model = coll.get_model()
     return {"metadata": dict(coll.metadata) if coll.metadata else None,
             "configuration": model.configuration_json,
             "schema": model.serialized_schema,

@@ -9,9 +9,10 @@ digest would never match its source.
 
 `cosine_preimage(g)` finds, per row, an input `x` whose round trip is exactly
 `g`: for a norm within a few ulps of `g`'s, every value gets the few
-candidates around it that map onto it, and a binary search over "how many
-leading values take their largest candidate" hits that norm (the float32
-running sum is monotone in every term). Rows where none is found are left as
+candidates around it that map onto it; the candidates nearest the values
+usually work, and otherwise a binary search over "how many leading values
+take their largest candidate" hits that norm (the float32 running sum is
+monotone in every term). Rows where none is found are left as
 they are and counted, so the caller can say so. l2 and ip collections store
 embeddings unchanged and need none of this.
 """
@@ -70,7 +71,8 @@ def _solve_for_norm(g: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
         target = (chroma_norms(g).view(np.int32) + np.int32(step)).view(np.float32)
         recip = np.float32(1) / target
         gi = g.view(np.int32)
-        smallest, largest = np.zeros_like(g), np.zeros_like(g)
+        smallest, largest, nearest = np.zeros_like(g), np.zeros_like(g), np.zeros_like(g)
+        distance = np.full(g.shape, len(VALUE_OFFSETS), dtype=np.int32)
         seen = np.zeros(g.shape, dtype=bool)
         # Adding to the int32 view walks away from zero for either sign, so the
         # first hit is the smallest magnitude and the last the largest.
@@ -80,19 +82,33 @@ def _solve_for_norm(g: np.ndarray, step: int) -> tuple[np.ndarray, np.ndarray]:
             first = hit & ~seen
             smallest[first] = cand[first]
             largest[hit] = cand[hit]
+            closer = hit & (abs(int(offset)) < distance)
+            nearest[closer] = cand[closer]
+            distance[closer] = abs(int(offset))
             seen |= hit
         feasible = np.all(seen, axis=1)
-        feasible &= (chroma_norms(smallest) <= target) & (target <= chroma_norms(largest))
-        # Smallest t such that taking `largest` for the first t values reaches the target norm.
-        dim = g.shape[1]
-        column = np.arange(dim)[None, :]
-        lo = np.zeros(len(g), dtype=np.int64)
-        hi = np.full(len(g), dim, dtype=np.int64)
-        while np.any(lo < hi):
-            mid = (lo + hi) // 2
-            reached = chroma_norms(np.where(column < mid[:, None], largest, smallest)) >= target
-            hi = np.where(reached & (lo < hi), mid, hi)
-            lo = np.where(~reached & (lo < hi), mid + 1, lo)
-        x = np.where(column < hi[:, None], largest, smallest).astype(np.float32)
-        ok = feasible & _rows_equal(cosine_round_trip(x), g)
+        # Most rows already round-trip with the candidates nearest to their own values.
+        ok = feasible & _rows_equal(cosine_round_trip(nearest), g)
+        x = nearest
+        rest = np.flatnonzero(feasible & ~ok)
+        if len(rest):
+            found = _search_norm(smallest[rest], largest[rest], target[rest])
+            solved = _rows_equal(cosine_round_trip(found), g[rest])
+            x[rest[solved]] = found[solved]
+            ok[rest[solved]] = True
     return x, ok
+
+
+def _search_norm(smallest: np.ndarray, largest: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per row: the first t values from `largest`, the rest from `smallest`, with the
+    smallest t whose norm reaches `target` (the float32 running sum is monotone in t)."""
+    dim = smallest.shape[1]
+    column = np.arange(dim)[None, :]
+    lo = np.zeros(len(target), dtype=np.int64)
+    hi = np.full(len(target), dim, dtype=np.int64)
+    while np.any(lo < hi):
+        mid = (lo + hi) // 2
+        reached = chroma_norms(np.where(column < mid[:, None], largest, smallest)) >= target
+        hi = np.where(reached & (lo < hi), mid, hi)
+        lo = np.where(~reached & (lo < hi), mid + 1, lo)
+    return np.where(column < hi[:, None], largest, smallest).astype(np.float32)
