@@ -253,9 +253,11 @@ def check_rdb_header(path: Path) -> int:
             tail = f.read(9)
     except OSError as exc:
         raise EngineError(f"cannot read {path.name}: {exc.strerror}") from None
-    if size < 18 or head[:5] != b"REDIS" or not head[5:9].isdigit():
+    # "REDIS" + 4 digits; Valkey 9+ writes "VALKEY" + 3 digits for its own formats.
+    digits = head[5:9] if head[:5] == b"REDIS" else head[6:9] if head[:6] == b"VALKEY" else b""
+    if size < 18 or not digits.isdigit():
         raise EngineError(f"{path.name} is not an RDB file (bad header or too short)")
-    version = int(head[5:9])
+    version = int(digits)
     if version >= 5 and tail[0] != 0xFF:
         raise EngineError(f"{path.name} is truncated (no end-of-file marker)")
     return version

@@ -37,7 +37,8 @@ class TempServerError(EngineError):
 
 
 def redis_server_binary() -> str:
-    for name in ("redis-server", "valkey-server"):
+    # Valkey first where both exist: it also reads the newer formats Valkey writes.
+    for name in ("valkey-server", "redis-server"):
         found = shutil.which(name)
         if found:
             return found

@@ -102,7 +102,8 @@ def test_engine_satisfies_the_contract(rsettings: Settings) -> None:
 def test_ping_reports_version_and_kind(engine: RedisEngine) -> None:
     result = engine.ping()
     assert result.server_version.startswith(("6.", "7.", "8."))
-    assert result.server_kind == "redis"
+    info = client(engine).info("server")
+    assert result.server_kind == ("valkey" if "valkey_version" in info else "redis")
     assert result.latency_ms >= 0
 
 
