@@ -13,7 +13,6 @@ from rpger_ops import testdata
 from rpger_ops.catalog import VERIFIED, Catalog
 from rpger_ops.connect import redis_client
 from rpger_ops.definitions import defs
-from rpger_ops.defs.backup import verify_restore
 from rpger_ops.defs.partitions import BACKUP_SETS_PARTITION
 from rpger_ops.engines import build_engine
 from rpger_ops.engines.base import ENGINE_NAMES
@@ -101,7 +100,7 @@ def test_verify_restore_detects_a_changed_source(settings: Settings, monkeypatch
     changed = engine.digest()
     engine.close()
     Catalog(settings.backup_dir).update_database(set_id, "redis", source_digest=changed)
-    result = verify_restore.execute_in_process(
+    result = _job("verify_restore").execute_in_process(
         instance=instance, raise_on_error=False,
         run_config={"ops": {"restore_into_scratch": {"config": {"set": set_id, "databases": ["redis"]}}}})
     assert not result.success
