@@ -12,7 +12,9 @@ through the API into Parquet:
 
 Embeddings are kept as exact float32; record metadata as canonical JSON so
 int/float/bool/str survive exactly. Files carry page checksums so
-`count_dump` detects corruption without a server.
+`count_dump` detects corruption without a server. Cosine collections store
+embeddings through a lossy normalisation, so restore sends inputs that come
+back as exactly the dumped bytes (see `chroma_cosine`).
 
 Chroma collection names must start and end with a letter or digit, so the
 stack's `_rpger_*` namespaces are spelled `rpger__*` here (see

@@ -24,6 +24,7 @@ import numpy as np
 # How far (in ulps) from the observed norm, and from each value, to search.
 NORM_STEPS = 8
 VALUE_OFFSETS = np.arange(-4, 5, dtype=np.int32)
+CHUNK_ROWS = 512
 
 
 def chroma_norms(x: np.ndarray) -> np.ndarray:
@@ -46,10 +47,16 @@ def cosine_preimage(g: np.ndarray) -> tuple[np.ndarray, int]:
     """Embeddings to add so that Chroma returns exactly `g` (rows x dim, float32).
 
     Returns (embeddings, number of rows left unchanged for want of an exact preimage).
+    Works in chunks of rows: the search holds about a dozen arrays the size of its input.
     """
     g = np.ascontiguousarray(g, dtype=np.float32)
     if g.size == 0:
         return g, 0
+    parts = [_preimage_chunk(g[s:s + CHUNK_ROWS]) for s in range(0, len(g), CHUNK_ROWS)]
+    return np.concatenate([x for x, _ in parts]), sum(n for _, n in parts)
+
+
+def _preimage_chunk(g: np.ndarray) -> tuple[np.ndarray, int]:
     x = g.copy()
     todo = np.flatnonzero(~_rows_equal(cosine_round_trip(g), g))
     for step in [0, *(s * m for m in range(1, NORM_STEPS + 1) for s in (-1, 1))]:
