@@ -46,9 +46,9 @@ def main(argv: list[str]) -> int:
             all_passed &= outcome.passed
             print(f"{set_id} {db:<7} {outcome.name:<12} {'ok' if outcome.passed else 'FAILED'}  {outcome.description}")
     if args.deep and all_passed:
-        for db, ok in verify_restore(settings, set_id, dbs).items():
+        for name, ok in verify_restore(settings, set_id, dbs).items():
             all_passed &= ok
-            print(f"{set_id} {db:<7} {'restore':<12} {'ok' if ok else 'FAILED'}  scratch restore digest "
+            print(f"{set_id} {name:<7} {'restore':<12} {'ok' if ok else 'FAILED'}  scratch restore digest "
                   f"{'equals' if ok else 'differs from'} the manifest")
     print(f"set {set_id}: {'verified' if all_passed else 'FAILED'}")
     return 0 if all_passed else 1
