@@ -20,7 +20,7 @@ from rpger_ops.defs.partitions import BACKUP_SETS_PARTITION
 from rpger_ops.engines.base import ENGINE_NAMES
 from rpger_ops.settings import Settings
 from tests.conftest import Endpoint, make_settings
-from tests.integration.backup_support import check_evaluations, export_settings
+from tests.integration.backup_support import check_evaluations, export_settings, s3_object_sha256
 
 
 def _assert_no_leftovers(settings: Settings) -> None:
@@ -135,10 +135,11 @@ def test_counts_check_catches_a_dump_that_lost_items(settings: Settings) -> None
 
 def test_s3_down_fails_offsite_visibly_and_keeps_the_local_set(
         tmp_path: Path, mongo_endpoint: Endpoint, redis_endpoint: Endpoint, chroma_endpoint: Endpoint,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    closed = Endpoint("127.0.0.1", devservers.free_port(), None,
-                      {"access_key": "k" + secrets.token_hex(8), "secret_key": secrets.token_urlsafe(20)})
-    settings = make_settings(tmp_path, mongo_endpoint, redis_endpoint, chroma_endpoint, closed)
+        s3_endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    good = make_settings(tmp_path, mongo_endpoint, redis_endpoint, chroma_endpoint, s3_endpoint)
+    # Same bucket and keys, but nothing listens on the port: S3 is "down".
+    closed = Endpoint("127.0.0.1", devservers.free_port(), None, s3_endpoint.secrets)
+    settings = good.model_copy(update={"s3_endpoint": f"{closed.host}:{closed.port}"})
     testdata.load_all(settings, scale=20)
     export_settings(monkeypatch, settings, tmp_path)
     instance = dg.DagsterInstance.ephemeral()
@@ -158,3 +159,16 @@ def test_s3_down_fails_offsite_visibly_and_keeps_the_local_set(
     failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
     assert failure is not None and "off-site copy failed" in str(failure.description)
     assert closed.secrets["secret_key"] not in str(failure.description)
+
+    # S3 is back: re-running only the off-site assets for that set (a backfill) uploads it.
+    export_settings(monkeypatch, good, tmp_path)
+    instance.add_dynamic_partitions(BACKUP_SETS_PARTITION, [set_id])
+    retry = defs.resolve_job_def("backup_chains").execute_in_process(
+        instance=instance, partition_key=set_id,
+        asset_selection=[dg.AssetKey([db, "offsite"]) for db in ENGINE_NAMES])
+    assert retry.success
+    manifest = catalog.read(set_id)
+    for db in ENGINE_NAMES:
+        entry = manifest["databases"][db]
+        assert entry["offsite"]["sha256"] == entry["sha256"] and entry["offsite_error"] is None
+        assert s3_object_sha256(good, entry["offsite"]["key"]) == entry["sha256"]
