@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
 from functools import partial
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import redis
 from pydantic import SecretStr
@@ -54,6 +54,7 @@ MARKER_KEY = b"_rpger:stack"
 LOCK_PREFIX = b"_rpger:lock:"
 STACK_PREFIX = b"_rpger:"
 DUMP_FILE = "dump.rdb"
+SIDECAR = "dump.json"
 RESTORE_BATCH = 1000
 
 # Release only our own lock; refresh only our own lock.
@@ -90,15 +91,50 @@ def _stack_key_count(db0: redis.Redis) -> int:
     return count
 
 
+def _totals(db0: redis.Redis) -> dict[str, int]:
+    return {f"db{db}": n for db, n in sorted(_keyspace(db0).items())}
+
+
+def _without(totals: dict[str, int], stack_keys: dict[str, int]) -> dict[str, int]:
+    """Data keys per db: totals less stack state; dbs left with nothing omitted."""
+    counts = {ns: n - stack_keys.get(ns, 0) for ns, n in totals.items()}
+    return {ns: n for ns, n in counts.items() if n > 0}
+
+
 def counts_of(db0: redis.Redis) -> dict[str, int]:
-    """Keys per db of the server `db0` talks to, stack state left out; empty dbs omitted."""
-    counts: dict[str, int] = {}
-    for db, keys in sorted(_keyspace(db0).items()):
-        if db == 0:
-            keys -= _stack_key_count(db0)
-        if keys > 0:
-            counts[f"db{db}"] = keys
-    return counts
+    """Data keys per db of the server `db0` talks to."""
+    return _without(_totals(db0), {"db0": _stack_key_count(db0)})
+
+
+def _write_sidecar(dest: Path, rdb_bytes: int, rdb_version: int, stack_keys: dict[str, int]) -> None:
+    """What the RDB alone cannot say later. Stack keys are counted while the
+    snapshot is fresh: a lock in it expires, and a loaded RDB then hides the
+    lock from SCAN but still counts it in INFO keyspace."""
+    meta = {"format": 1, "rdb_bytes": rdb_bytes, "rdb_version": rdb_version, "stack_keys": stack_keys}
+    (dest / SIDECAR).write_text(json.dumps(meta, indent=1) + "\n")
+
+
+def _read_sidecar(src: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((src / SIDECAR).read_text())
+        meta["rdb_bytes"] = int(meta["rdb_bytes"])
+        meta["stack_keys"] = {str(k): int(v) for k, v in meta["stack_keys"].items()}
+    except FileNotFoundError:
+        raise EngineError(f"no {SIDECAR} in the Redis dump (incomplete dump)") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise EngineError(f"{SIDECAR} in the Redis dump is unreadable or malformed") from None
+    return dict(meta)
+
+
+def _checked_rdb(src: Path, meta: dict[str, Any]) -> Path:
+    rdb = src / DUMP_FILE
+    try:
+        size = rdb.stat().st_size
+    except OSError:
+        raise EngineError(f"no {DUMP_FILE} in the Redis dump") from None
+    if size != meta["rdb_bytes"]:
+        raise EngineError(f"{DUMP_FILE} has {size} bytes, the dump wrote {meta['rdb_bytes']} (truncated or altered)")
+    return rdb
 
 
 def _has_data(client: redis.Redis) -> bool:
@@ -224,13 +260,17 @@ class RedisEngine:
         sync = fetch_rdb(self._address(), rdb, progress, timeout)
         rdb_version = check_rdb_header(rdb)
         progress("counting the snapshot's keys", 0, None)
-        counts = _count_rdb(rdb, progress, rdb_version)
+        with _loaded(rdb, progress, rdb_version) as tmp, closing(tmp.client()) as tmp_db0:
+            totals = _totals(tmp_db0)
+            stack_keys = {"db0": _stack_key_count(tmp_db0)}
+        counts = _without(totals, stack_keys)
+        _write_sidecar(dest, sync.bytes, rdb_version, stack_keys)
         if had_data and not counts:
             raise EngineError("the Redis snapshot came out empty although the server holds data")
         notes = [f"RDB format {rdb_version}, {'diskless' if sync.diskless else 'disk-based'} transfer"]
         progress("snapshot complete", sync.bytes, sync.bytes)
         return DumpResult(
-            counts=counts, files=[DUMP_FILE], bytes_written=sync.bytes, point_in_time=True,
+            counts=counts, files=[DUMP_FILE, SIDECAR], bytes_written=sync.bytes, point_in_time=True,
             server_version=version, notes=notes,
             extra={"rdb_version": rdb_version, "source_dbsize": source_sizes,
                    "replication_id": sync.replid, "replication_offset": sync.offset},
@@ -238,24 +278,23 @@ class RedisEngine:
 
     @staticmethod
     def count_dump(src: Path) -> dict[str, int]:
-        rdb = src / DUMP_FILE
-        if not rdb.is_file():
-            raise EngineError(f"no {DUMP_FILE} in the Redis dump")
-        return _count_rdb(rdb, no_progress, check_rdb_header(rdb))
+        meta = _read_sidecar(src)
+        rdb = _checked_rdb(src, meta)
+        with _loaded(rdb, no_progress, check_rdb_header(rdb)) as tmp, closing(tmp.client()) as tmp_db0:
+            return _without(_totals(tmp_db0), meta["stack_keys"])
 
     # --- restore ---------------------------------------------------------------
     def restore(self, src: Path, progress: Progress = no_progress) -> RestoreResult:
         started = time.monotonic()
-        rdb = src / DUMP_FILE
-        if not rdb.is_file():
-            raise EngineError(f"no {DUMP_FILE} in the Redis dump")
+        meta = _read_sidecar(src)
+        rdb = _checked_rdb(src, meta)
         rdb_version = check_rdb_header(rdb)
         self.ping()
         notes: list[str] = []
         counts: dict[str, int] = {}
         with _loaded(rdb, progress, rdb_version) as tmp:
             with closing(tmp.client()) as tmp_db0:
-                loaded = counts_of(tmp_db0)
+                loaded = _without(_totals(tmp_db0), meta["stack_keys"])
             total = sum(loaded.values())
             done = 0
             for namespace, in_dump in loaded.items():
@@ -386,11 +425,6 @@ def _loaded(rdb: Path, progress: Progress, rdb_version: int) -> Iterator[TempRed
     except TempServerError as exc:
         raise EngineError(f"{exc}\n(the dump is RDB format {rdb_version}; a corrupt or truncated file, "
                           "or a format newer than the local redis-server, fails to load)") from None
-
-
-def _count_rdb(rdb: Path, progress: Progress, rdb_version: int) -> dict[str, int]:
-    with _loaded(rdb, progress, rdb_version) as tmp, closing(tmp.client()) as db0:
-        return counts_of(db0)
 
 
 _: type[Engine] = RedisEngine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import subprocess
@@ -19,7 +20,7 @@ from rpger_ops.devservers import free_port, port_open, start_redis
 from rpger_ops.engines import build_engine
 from rpger_ops.engines._redis_sync import fetch_rdb, parse_address
 from rpger_ops.engines.base import Engine, EngineError, NamespaceStats, NotReadyError, StackMarker
-from rpger_ops.engines.redis import DUMP_FILE, RedisEngine
+from rpger_ops.engines.redis import DUMP_FILE, SIDECAR, RedisEngine
 from rpger_ops.settings import Settings, load_settings
 
 SCALE = 30
@@ -267,7 +268,7 @@ def test_dump_count_restore_into_scratch_round_trip(engine: RedisEngine, tmp_pat
     dest.mkdir()
     calls: list[tuple[str, int, int | None]] = []
     result = engine.dump(dest, lambda m, d, t: calls.append((m, d, t)))
-    assert result.files == [DUMP_FILE]
+    assert result.files == [DUMP_FILE, SIDECAR]
     assert result.bytes_written == (dest / DUMP_FILE).stat().st_size > 0
     assert result.point_in_time
     assert result.counts == {ns: s.count for ns, s in engine.stats().items()}
@@ -344,11 +345,24 @@ def _rewrite(path: Path, change: Callable[[bytes], bytes]) -> None:
     path.write_bytes(change(path.read_bytes()))
 
 
-@pytest.mark.parametrize("damage", ["truncated", "tail cut", "byte flipped", "not an rdb", "empty", "missing"])
+DAMAGES = ["truncated", "truncated, size record matched", "tail cut", "byte flipped", "not an rdb", "empty",
+           "missing", "sidecar missing", "sidecar malformed"]
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
 def test_count_dump_rejects_damaged_dumps(dumped: Path, damage: str) -> None:
     rdb = dumped / DUMP_FILE
     if damage == "truncated":
         _rewrite(rdb, lambda b: b[: len(b) // 2])
+    elif damage == "truncated, size record matched":  # only loading the RDB can tell
+        _rewrite(rdb, lambda b: b[: len(b) - 200] + b[-9:])
+        meta = json.loads((dumped / SIDECAR).read_text())
+        meta["rdb_bytes"] = rdb.stat().st_size
+        (dumped / SIDECAR).write_text(json.dumps(meta))
+    elif damage == "sidecar missing":
+        (dumped / SIDECAR).unlink()
+    elif damage == "sidecar malformed":
+        (dumped / SIDECAR).write_text('{"rdb_bytes": "many"}')
     elif damage == "tail cut":
         _rewrite(rdb, lambda b: b[:-3])
     elif damage == "byte flipped":
@@ -490,8 +504,22 @@ def test_a_dump_that_comes_out_empty_from_a_full_server_is_an_error(
         engine: RedisEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     testdata.load_redis(engine.settings, scale=SCALE)
     # The server is real; only our reading of the snapshot is made to see nothing.
-    monkeypatch.setattr("rpger_ops.engines.redis._count_rdb", lambda *a: {})
+    monkeypatch.setattr("rpger_ops.engines.redis._without", lambda *a: {})
     dest = tmp_path / "dump"
     dest.mkdir()
     with pytest.raises(EngineError, match="empty"):
         engine.dump(dest)
+
+
+def test_counts_of_a_dump_do_not_change_when_a_lock_in_it_expires(engine: RedisEngine, tmp_path: Path) -> None:
+    testdata.load_redis(engine.settings, scale=SCALE)
+    assert engine.acquire_lock("restore", "safety-backup", 1.0)  # held while a safety backup runs
+    dest = tmp_path / "dump"
+    dest.mkdir()
+    result = engine.dump(dest)
+    assert result.counts == {ns: s.count for ns, s in engine.stats().items()}
+    time.sleep(1.3)
+    assert RedisEngine.count_dump(dest) == result.counts
+    with engine.scratch() as scratch:
+        restored = scratch.restore(dest)
+        assert restored.counts == result.counts and restored.notes == []
