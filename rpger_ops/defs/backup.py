@@ -82,7 +82,7 @@ def backup_chain(db: EngineName) -> tuple[list[dg.AssetsDefinition], list[dg.Ass
     archive_key = dg.AssetKey([db, "archive"])
     offsite_key = dg.AssetKey([db, "offsite"])
     # One dump/archive of a database at a time, whichever run asks.
-    tags = {"dagster/concurrency_key": f"rpger_backup_{db}"}
+    tags = {"dagster/concurrency_key": db}
 
     @dg.asset(key=dump_key, partitions_def=backup_sets, group_name=GROUP, op_tags=tags, kinds={db},
               description=f"Online dump of {db} into the set's work folder (source digest, counts, version).")
