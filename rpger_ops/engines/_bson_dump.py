@@ -188,6 +188,10 @@ def database_dir(src: Path, preferred: str | None = None) -> Path:
 
 def read_layout(db_dir: Path) -> list[CollectionMetadata]:
     """Every collection of a database folder, from its metadata files; every .bson file must have one."""
+    compressed = sorted(p.name for p in db_dir.glob("*.gz"))
+    if compressed:  # mongodump --gzip output would otherwise look like an empty database
+        raise DumpFormatError(f"{db_dir.name}: gzip-compressed mongodump files are not supported "
+                              f"({', '.join(compressed[:3])}); gunzip them first")
     found: dict[str, CollectionMetadata] = {}
     for meta_file in sorted(db_dir.glob("*" + METADATA_SUFFIX)):
         stem = meta_file.name[: -len(METADATA_SUFFIX)]

@@ -80,3 +80,10 @@ def test_layout_requires_pairs(tmp_path: Path) -> None:
     (tmp_path / "v.metadata.json").write_text(layout.CollectionMetadata(name="v", type="view").to_json())
     metas = {m.name: m for m in layout.read_layout(tmp_path)}
     assert metas["a"].data_file == tmp_path / "a.bson" and metas["v"].data_file is None
+
+
+def test_gzipped_mongodump_is_refused_not_read_as_empty(tmp_path: Path) -> None:
+    (tmp_path / "users.bson.gz").write_bytes(b"\x1f\x8b")
+    (tmp_path / "users.metadata.json.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(layout.DumpFormatError, match="gzip"):
+        layout.read_layout(tmp_path)
