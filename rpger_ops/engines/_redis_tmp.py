@@ -113,12 +113,8 @@ def temp_redis(rdb: Path | None = None, progress: Progress = no_progress) -> Ite
         yield server
     finally:
         if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            proc.kill()  # it holds nothing worth a graceful shutdown
+            proc.wait(timeout=15)
         shutil.rmtree(directory, ignore_errors=True)
 
 
