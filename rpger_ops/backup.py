@@ -31,6 +31,8 @@ from rpger_ops.settings import Settings
 
 BackupKind = Literal["scheduled", "safety", "manual"]
 CHECK_NAMES = ("sha256", "readable", "counts")
+# Work folders older than this belong to runs that died (a dump takes minutes).
+STALE_WORK_HOURS = 24.0
 
 
 class BackupError(Exception):
@@ -103,10 +105,32 @@ def start_set(settings: Settings, kind: BackupKind = "scheduled", set_id: str | 
 
     catalog = Catalog(settings.backup_dir)
     if set_id is None:
+        remove_stale_work(catalog)
         set_id = _reserve_set_id(catalog)
     catalog.create_set(set_id, kind=kind, stack_id=settings.stack_id, tool_version=rpger_ops.__version__,
                        schema_version=code_schema_version())
     return set_id
+
+
+def remove_stale_work(catalog: Catalog, older_than_hours: float = STALE_WORK_HOURS) -> list[str]:
+    """Remove tmp/ folders and files left by runs that died (a killed process cannot
+    clean up after itself). Work of live runs is young and stays."""
+    if not catalog.tmp_dir.exists():
+        return []
+    cutoff = time.time() - older_than_hours * 3600
+    removed = []
+    for path in catalog.tmp_dir.iterdir():
+        try:
+            if path.lstat().st_mtime >= cutoff:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path.name)
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def _reserve_set_id(catalog: Catalog) -> str:

@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 from rpger_ops import testdata
+from rpger_ops.backup import take_backup_set
 from rpger_ops.catalog import VERIFIED, Catalog
 from rpger_ops.connect import redis_client
 from rpger_ops.definitions import defs
@@ -89,8 +90,6 @@ def test_verify_restore_detects_a_changed_source(settings: Settings, monkeypatch
     """The proof can fail: a manifest digest that no longer matches the archive is caught."""
     testdata.load_redis(settings, scale=20)
     export_settings(monkeypatch, settings, tmp_path)
-    from rpger_ops.backup import take_backup_set
-
     set_id = take_backup_set(settings, dbs=("redis",), offsite=False)
     # Change the source after the fact and record its digest as if the dump had it.
     r = redis_client(settings)
@@ -107,3 +106,26 @@ def test_verify_restore_detects_a_changed_source(settings: Settings, monkeypatch
     entry = Catalog(settings.backup_dir).read(set_id)["databases"]["redis"]
     assert entry["restore_check"]["ok"] is False
     assert entry["restore_check"]["digest"] != changed
+
+
+def test_a_verified_set_is_never_redumped_and_stale_work_is_cleared(settings: Settings) -> None:
+    import os
+    import time
+
+    from rpger_ops.backup import BackupError, dump_database, start_set
+
+    testdata.load_mongo(settings, scale=20)
+    set_id = take_backup_set(settings, dbs=("mongo",), offsite=False)
+    catalog = Catalog(settings.backup_dir)
+    before = catalog.read(set_id)["databases"]["mongo"]
+    with pytest.raises(BackupError, match="already holds a verified mongo archive"):
+        dump_database(settings, set_id, "mongo")
+    assert catalog.read(set_id)["databases"]["mongo"] == before  # untouched
+
+    dead = catalog.work_dir("dead-run-dump")
+    (dead / "part.bson").write_bytes(b"x")
+    live = catalog.work_dir("live-run-dump")
+    old = time.time() - 25 * 3600
+    os.utime(dead, (old, old))
+    start_set(settings, "manual")
+    assert not dead.exists() and live.exists()

@@ -57,6 +57,28 @@ def own_chroma(servers_root: Path) -> Endpoint:
     server.stop()
 
 
+def test_chroma_killed_between_collections_removes_the_partial_dump(
+        tmp_path: Path, mongo_endpoint: Endpoint, redis_endpoint: Endpoint, own_chroma: Endpoint) -> None:
+    settings = make_settings(tmp_path, mongo_endpoint, redis_endpoint, own_chroma)
+    testdata.load_chroma(settings, scale=20)
+    assert own_chroma.server is not None
+    seen: list[str] = []
+
+    def kill_after_first_collection(message: str, done: int, total: int | None) -> None:
+        seen.append(message)
+        if message.startswith("chroma: ") and message.endswith("records)"):  # one collection exported
+            own_chroma.server.kill()  # type: ignore[union-attr]
+
+    with pytest.raises(BackupError, match="chroma dump failed") as info:
+        take_backup_set(settings, dbs=("chroma",), offsite=False, progress=kill_after_first_collection)
+    assert any(m.endswith("records)") for m in seen), seen  # the kill really came mid-export
+    catalog = Catalog(settings.backup_dir)
+    assert catalog.read(str(info.value.set_id))["databases"]["chroma"]["status"] == FAILED
+    assert not catalog.archive_path(str(info.value.set_id), "chroma").exists()
+    assert catalog.latest_verified(["chroma"]) is None
+    _assert_no_leftovers(settings)
+
+
 def _kill_when_dumping(catalog: Catalog, db: str, server: devservers.Server, stop: threading.Event) -> None:
     while not stop.is_set():
         for manifest in catalog.list_sets():
