@@ -1,0 +1,14 @@
+"""Test migration that does nothing (so a later version exists)."""
+
+from rpger_ops.migrations.base import MigrationContext
+
+VERSION = 3
+NAME = "noop"
+
+
+def up(ctx: MigrationContext) -> None:
+    return None
+
+
+def down(ctx: MigrationContext) -> None:
+    return None
