@@ -30,7 +30,7 @@ import dagster as dg
 from rpger_ops import backup
 from rpger_ops.catalog import VERIFIED, Catalog, CatalogError
 from rpger_ops.defs.partitions import BACKUP_SETS_PARTITION, backup_sets
-from rpger_ops.defs.resources import OffsiteResource, StackResource
+from rpger_ops.defs.resources import StackResource
 from rpger_ops.engines.base import ENGINE_NAMES, EngineName
 from rpger_ops.settings import ConfigError, Settings, load_settings
 
@@ -139,8 +139,7 @@ def backup_chain(db: EngineName) -> tuple[list[dg.AssetsDefinition], list[dg.Ass
               check_specs=[offsite_spec],
               description=f"Off-site (S3) copy of the verified {db} archive, read back and hash-checked; "
                           "then the set's manifest.")
-    def offsite(context: dg.AssetExecutionContext, stack: StackResource,
-                offsite: OffsiteResource) -> dg.MaterializeResult:
+    def offsite(context: dg.AssetExecutionContext, stack: StackResource) -> dg.MaterializeResult:
         settings = stack.settings()
         set_id = context.partition_key
         if not settings.offsite_enabled:
@@ -152,10 +151,9 @@ def backup_chain(db: EngineName) -> tuple[list[dg.AssetsDefinition], list[dg.Ass
                     description="off-site store not configured: this set exists only locally")],
             )
         try:
-            result = backup.upload_offsite(settings, set_id, db, _progress(context))
+            result = backup.upload_offsite(settings, set_id, db, _progress(context)) or {}
         except backup.BackupError as exc:
             raise _fail(exc) from None
-        assert result is not None
         local_sha = Catalog(settings.backup_dir).read(set_id)["databases"][db].get("sha256")
         return dg.MaterializeResult(
             metadata={"status": "uploaded", "uploaded": bool(result.get("uploaded", True)),
@@ -206,7 +204,7 @@ def back_up_new_set(context: dg.OpExecutionContext, stack: StackResource) -> str
     context.log.info(f"backup set {set_id} ({kind}) registered; materialising the chains")
     result = dg.materialize(
         [*CHAIN_ASSETS, *CHAIN_CHECKS], partition_key=set_id, instance=context.instance,
-        resources={"stack": StackResource(), "offsite": OffsiteResource()}, raise_on_error=False,
+        resources={"stack": StackResource()}, raise_on_error=False,
         tags={KIND_TAG: kind, "rpger/parent_run_id": context.run_id},
     )
     manifest = Catalog(settings.backup_dir).read(set_id)
