@@ -39,7 +39,6 @@ from rpger_ops.restore import (
     SetSources,
     database_locks,
     lock_owner,
-    mark_migrated,
     parse_databases,
     restore_database,
     run_migrations,
@@ -95,12 +94,13 @@ class DatabasePreseed:
 @dataclass
 class PreseedReport:
     databases: dict[str, DatabasePreseed] = field(default_factory=dict)
-    migrations_applied: list[int] | None = None
+    migrations_applied: list[int] | None = None  # None: not run (or no migrations module)
+    migration_error: str | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return bool(self.databases) and all(d.ok for d in self.databases.values())
+        return bool(self.databases) and all(d.ok for d in self.databases.values()) and not self.migration_error
 
     @property
     def not_ready(self) -> list[str]:
@@ -110,13 +110,16 @@ class PreseedReport:
         out = [f"{d.db}: {d.state} -> {d.action}: {d.message}" for d in self.databases.values()]
         if self.migrations_applied is not None:
             out.append(f"migrations applied: {self.migrations_applied or 'none pending'}")
+        if self.migration_error:
+            out.append(f"FAILED: {self.migration_error}; run `rpger-ops migrate up` once the cause is fixed")
         out += [f"note: {n}" for n in self.notes]
         return out
 
 
 def preseed(settings: Settings, dbs: Iterable[str] | None = None, progress: Progress = no_progress,
-            lock_wait_s: float = LOCK_WAIT_S) -> PreseedReport:
-    """Seed every new, empty database among `dbs` (default: all three)."""
+            lock_wait_s: float = LOCK_WAIT_S, migrate: bool = True) -> PreseedReport:
+    """Seed every new, empty database among `dbs` (default: all three), then
+    (`migrate`) bring what was seeded up to the code's schema version."""
     names = parse_databases(dbs)
     report = PreseedReport()
     engines = {n: build_engine(n, settings) for n in names}
@@ -129,23 +132,29 @@ def preseed(settings: Settings, dbs: Iterable[str] | None = None, progress: Prog
                 continue
             progress(f"{name}: {reason}", 0, None)
             report.databases[name] = _seed_locked(settings, name, engine, sources, progress, lock_wait_s)
-        if any(d.action == "restored" for d in report.databases.values()):
-            try:
-                report.migrations_applied = run_migrations(settings, progress)
-            except Exception as exc:  # the data is back; say the schema step failed
-                report.notes.append(f"pending migrations failed after the restore: {exc}")
-                for d in report.databases.values():
-                    if d.action == "restored":
-                        d.action, d.message = "failed", d.message + "; then migrations failed"
-            else:
-                if report.migrations_applied is not None:
-                    mark_migrated({n: e for n, e in engines.items()
-                                   if report.databases[n].action == "restored"}, settings)
+        if migrate:
+            migrate_after(report, settings, progress)
         report.notes += sources.notes
         return report
     finally:
         for e in engines.values():
             e.close()
+
+
+def migrate_after(report: PreseedReport, settings: Settings, progress: Progress = no_progress) -> None:
+    """Pending migrations once every database is seeded. Not before: the runner
+    writes the marker of all three databases, and a marker on one still waiting
+    for its restore would make it look emptied on purpose."""
+    seeded = any(d.action in ("restored", "initialized_empty") for d in report.databases.values())
+    if not seeded:
+        return
+    if not report.ok:
+        report.notes.append("migrations deferred: not every database is seeded yet")
+        return
+    try:
+        report.migrations_applied = run_migrations(settings, progress)
+    except Exception as exc:  # the data is there; the schema step is what failed
+        report.migration_error = f"pending migrations failed: {type(exc).__name__}: {exc}"
 
 
 def _leave_alone(name: str, state: State, reason: str) -> DatabasePreseed:
@@ -182,10 +191,11 @@ def _seed(settings: Settings, name: EngineName, engine: Engine, sources: SetSour
             return DatabasePreseed(name, "new", "failed",
                                    f"cannot tell whether a backup exists ({', '.join(sources.unavailable)} "
                                    f"unavailable); not initialising empty: {'; '.join(sources.notes)}")
-        write_marker(engine, settings, code_schema_version())
+        # Version 0: nothing is applied yet; the migrations that follow move it up.
+        write_marker(engine, settings, 0)
         return DatabasePreseed(name, "new", "initialized_empty",
                                "no verified backup set anywhere (local or off-site): initialised empty "
-                               f"with the stack marker (schema version {code_schema_version()})")
+                               f"with the stack marker; migrations bring it to schema {code_schema_version()}")
     work = sources.catalog.work_dir(f"preseed-{name}")
     try:
         outcome = restore_database(engine, name, candidates, sources, work, progress, keepalive)
@@ -233,15 +243,15 @@ def preseed_gate(settings: Settings, dbs: Iterable[str] | None = None, timeout_s
     report = PreseedReport()
     pending: list[str] = list(names)
     while True:
-        step = preseed(settings, pending, progress)
+        step = preseed(settings, pending, progress, migrate=False)
         report.databases.update(step.databases)
         report.notes += step.notes
-        if step.migrations_applied is not None:
-            report.migrations_applied = (report.migrations_applied or []) + step.migrations_applied
         pending = step.not_ready
         if not pending or time.monotonic() >= deadline:
-            return report
+            break
         time.sleep(2.0)
+    migrate_after(report, settings, progress)
+    return report
 
 
 # --- sensor logic (pure; the Dagster sensor in defs/restore.py calls it) ----------

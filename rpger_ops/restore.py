@@ -9,7 +9,10 @@ current contents. Preseeding (`preseed.py`) reuses the pieces here:
 
 Order after loading a database: digest compared with the manifest's
 `source_digest` (a mismatch is a failure), then the stack marker (schema
-version from the manifest), then pending migrations for the whole stack.
+version from the manifest), then pending migrations for the whole stack
+(only when every database of the run came back: the migration runner writes
+the markers of all three databases, and a marker on a database that is still
+waiting for its restore would make it look "emptied on purpose").
 """
 
 from __future__ import annotations
@@ -396,15 +399,6 @@ def run_migrations(settings: Settings, progress: Progress = no_progress) -> list
     return applied
 
 
-def mark_migrated(engines: dict[EngineName, Engine], settings: Settings) -> None:
-    """After migrations the markers carry the schema version the data is now at."""
-    version = code_schema_version()
-    for engine in engines.values():
-        marker = engine.read_marker()
-        if marker is not None and marker.schema_version < version:
-            write_marker(engine, settings, version)
-
-
 # --- locks ----------------------------------------------------------------------------
 
 def lock_owner(purpose: str) -> str:
@@ -453,15 +447,18 @@ class RestoreReport:
     set_id: str | None
     databases: dict[str, DatabaseRestore] = field(default_factory=dict)
     safety_set_id: str | None = None
-    migrations_applied: list[int] | None = None
+    migrations_applied: list[int] | None = None  # None: no migrations module in this build
+    migration_error: str | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return bool(self.databases) and all(d.ok for d in self.databases.values())
+        return bool(self.databases) and all(d.ok for d in self.databases.values()) and not self.migration_error
 
     def lines(self) -> list[str]:
         out = [d.summary() for d in self.databases.values()]
+        if self.migration_error:
+            out.append(f"FAILED: {self.migration_error}; run `rpger-ops migrate up` once the cause is fixed")
         if self.safety_set_id:
             out.append(f"safety backup of the replaced contents: set {self.safety_set_id}")
         if self.migrations_applied is not None:
@@ -517,9 +514,10 @@ def restore_set(settings: Settings, set_ref: str = "latest", dbs: Iterable[str] 
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         if report.ok:
-            report.migrations_applied = run_migrations(settings, progress)
-            if report.migrations_applied is not None:
-                mark_migrated(engines, settings)
+            try:
+                report.migrations_applied = run_migrations(settings, progress)
+            except Exception as exc:  # the data is back; the schema step is what failed
+                report.migration_error = f"pending migrations failed after the restore: {_safe(exc)}"
         report.notes += sources.notes
         return report
     finally:

@@ -43,6 +43,8 @@ def main(argv: list[str]) -> int:
     if report.not_ready:
         return fail(PROG, f"not ready after {args.timeout:.0f}s: {', '.join(report.not_ready)}; nothing was changed there")
     if not report.ok:
-        return fail(PROG, "preseed FAILED: " + "; ".join(
-            f"{n}: {d.message}" for n, d in report.databases.items() if not d.ok))
+        problems = [f"{n}: {d.message}" for n, d in report.databases.items() if not d.ok]
+        if report.migration_error:
+            problems.append(report.migration_error)
+        return fail(PROG, "preseed FAILED: " + "; ".join(problems))
     return 0

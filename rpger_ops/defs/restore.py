@@ -68,8 +68,10 @@ def preseed_databases(context: dg.OpExecutionContext, config: PreseedConfig, sta
     for line in report.lines():
         (context.log.info if "WARNING" not in line else context.log.warning)(line)
     if not report.ok:
-        raise dg.Failure(description="; ".join(f"{n}: {d.message}" for n, d in report.databases.items()
-                                               if not d.ok))
+        problems = [f"{n}: {d.message}" for n, d in report.databases.items() if not d.ok]
+        if report.migration_error:
+            problems.append(report.migration_error)
+        raise dg.Failure(description="; ".join(problems))
     return json.dumps({n: d.action for n, d in report.databases.items()})
 
 

@@ -14,10 +14,11 @@ from rpger_ops.settings import Settings
 
 def take_set(settings: Settings, dbs: Iterable[EngineName] = ENGINE_NAMES, offsite: bool = False,
              age_minutes: int = 0) -> str:
-    """A verified backup set through the real pipeline. `age_minutes` back-dates
+    """A verified backup set of migrated data through the real pipeline. `age_minutes` back-dates
     the set id so one test can hold several sets (ids have one-second resolution)."""
-    from rpger_ops import backup
+    from rpger_ops import backup, migrate
 
+    migrate.apply_pending(settings)  # a live stack is migrated: nothing is pending after a restore
     set_id = backup.take_backup_set(settings, dbs=tuple(dbs), kind="manual", offsite=offsite)
     if age_minutes:
         set_id = _backdate(settings, set_id, age_minutes, offsite)
@@ -84,3 +85,29 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "RPGER_S3_SECURE": "true" if settings.s3_secure else "false",
         })
     return {k: str(v) for k, v in env.items()}
+
+
+def new_volume(settings: Settings, dbs: Iterable[EngineName] = ENGINE_NAMES) -> None:
+    """Make the databases look like new, empty volumes: no data and no stack marker."""
+    from rpger_ops.connect import chroma_client, mongo_client, redis_client
+    from rpger_ops.preseed import probe
+
+    wipe(settings, dbs)
+    for name in dbs:
+        if name == "mongo":
+            client = mongo_client(settings)
+            client[settings.mongodb_database].drop_collection("_rpger_stack")
+            client.close()
+        elif name == "redis":
+            r = redis_client(settings)
+            r.delete("_rpger:stack")
+            r.close()
+        else:
+            chroma = chroma_client(settings)
+            if "rpger__stack" in {c.name for c in chroma.list_collections()}:
+                chroma.delete_collection("rpger__stack")
+        engine = build_engine(name, settings)
+        try:
+            assert probe(engine)[0] == "new"
+        finally:
+            engine.close()

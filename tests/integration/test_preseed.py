@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import Endpoint, make_settings
-from restore_support import digests, manifest_digests, take_set, wipe
+from restore_support import digests, manifest_digests, new_volume, take_set, wipe
 
 from rpger_ops import devservers, testdata
 from rpger_ops.catalog import Catalog
@@ -66,6 +66,7 @@ def test_round_trip_backup_then_fresh_volumes_then_preseed(settings: Settings, t
         assert (d.state, d.action, d.set_id, d.origin) == ("new", "restored", set_id, "local"), d
         marker = marker_of(rebuilt, name)
         assert marker is not None and marker.stack_id == "test-stack"
+        assert marker.schema_version == code_schema_version()
     assert digests(rebuilt) == expected
     r = redis_client(rebuilt)
     try:  # TTLs come back as remaining time of the original absolute expiry
@@ -117,7 +118,7 @@ def test_local_directory_gone_restores_from_offsite(settings_s3: Settings) -> No
     set_id = take_set(settings_s3, offsite=True)
     expected = manifest_digests(settings_s3, set_id)
     shutil.rmtree(settings_s3.backup_dir)
-    wipe(settings_s3)
+    new_volume(settings_s3)
     report = preseed(settings_s3)
     assert report.ok, report.lines()
     assert {(d.action, d.set_id, d.origin) for d in report.databases.values()} == {("restored", set_id, "offsite")}
@@ -137,7 +138,7 @@ def test_corrupt_newest_set_falls_back_to_the_previous(settings: Settings) -> No
     data = bytearray(archive.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte: the sha256 check must catch it
     archive.write_bytes(bytes(data))
-    wipe(settings, ["mongo"])
+    new_volume(settings, ["mongo"])
 
     report = preseed(settings, ["mongo"])
     d = report.databases["mongo"]
@@ -148,22 +149,23 @@ def test_corrupt_newest_set_falls_back_to_the_previous(settings: Settings) -> No
 
 def test_nothing_anywhere_initialises_empty_with_marker(settings_s3: Settings) -> None:
     report = preseed(settings_s3)
-    assert report.ok
+    assert report.ok, report.lines()
     for name in ENGINE_NAMES:
         d = report.databases[name]
         assert (d.state, d.action) == ("new", "initialized_empty")
         assert "no verified backup set anywhere" in d.message
         marker = marker_of(settings_s3, name)
+        # The migrations that follow an init move the marker to the code's schema version.
         assert marker is not None and marker.schema_version == code_schema_version()
-    # Initialised: the next start treats it as emptied-on-purpose, never as new.
-    assert {d.state for d in preseed(settings_s3).databases.values()} == {"emptied"}
+    # Initialised: the next start never treats it as a new volume again.
+    assert {d.action for d in preseed(settings_s3).databases.values()} <= {"skipped", "warned"}
 
 
 def test_two_preseeds_at_once_restore_once(settings: Settings) -> None:
     testdata.load_all(settings, scale=20)
     set_id = take_set(settings)
     expected = manifest_digests(settings, set_id)
-    wipe(settings)
+    new_volume(settings)
     barrier = threading.Barrier(2)
     reports: list[Any] = []
     errors: list[BaseException] = []

@@ -12,7 +12,7 @@ import pytest
 from conftest import make_settings
 from restore_support import digests, settings_env, wipe
 
-from rpger_ops import cli, devservers, testdata
+from rpger_ops import cli, devservers, migrate, testdata
 from rpger_ops.catalog import Catalog
 from rpger_ops.connect import chroma_client
 from rpger_ops.engines.base import ENGINE_NAMES
@@ -53,6 +53,7 @@ def test_runbook_commands_work_in_order(settings_s3: Settings, monkeypatch: pyte
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(settings_s3.backup_dir.parent)  # no stray .env is read
     testdata.load_all(settings_s3, scale=20)
+    migrate.apply_pending(settings_s3)  # a live stack is migrated: restores then have nothing pending
     set_id = ""
     for command in runbook_commands():
         if "<SET_ID>" in command:
