@@ -8,6 +8,17 @@
 # (Debian's python3 is 3.11 too). No secret is ever copied or passed in here:
 # they arrive at run time as files under /run/secrets (compose `secrets:`).
 ARG BASE_IMAGE=python:3.11.13-slim-bookworm
+# The Redis engine reads RDB dumps with a throwaway server of the SAME major
+# version as the stack's (Valkey 8 writes RDB 11, which Debian 12's redis-server
+# 7.0 cannot load): take valkey-server from the pinned Valkey image. Where that
+# image is unavailable (the podman e2e passes its Debian base here), Debian's
+# redis-server is installed instead, matching its Debian redis-server stand-in.
+ARG VALKEY_IMAGE=valkey/valkey:8.1.3
+
+FROM ${VALKEY_IMAGE} AS valkey
+RUN mkdir -p /rpger-valkey \
+    && if command -v valkey-server >/dev/null; then cp -L "$(command -v valkey-server)" /rpger-valkey/; fi
+
 FROM ${BASE_IMAGE}
 
 # Only set by tools/podman/build-images.sh behind a TLS-intercepting proxy.
@@ -32,6 +43,15 @@ RUN set -eux; \
     groupadd --system --gid 10001 rpger; \
     useradd --system --uid 10001 --gid rpger --home-dir /opt/dagster --shell /usr/sbin/nologin rpger; \
     install -d -o rpger -g rpger -m 0750 /opt/dagster /opt/dagster/home /var/lib/rpger /var/lib/rpger/backups
+
+COPY --from=valkey /rpger-valkey/ /usr/local/bin/
+RUN set -eux; \
+    if ! command -v valkey-server >/dev/null; then \
+        apt-get update; \
+        apt-get install -y --no-install-recommends redis-server; \
+        rm -rf /var/lib/apt/lists/*; \
+    fi; \
+    { valkey-server --version 2>/dev/null || redis-server --version; }
 
 # Dependencies first (cached while only the code changes).
 COPY pyproject.toml /tmp/build/pyproject.toml

@@ -10,14 +10,15 @@
 set -eu
 . /usr/local/lib/rpger/check-secrets.sh
 
+# An empty *_FILE means "not used" (rpger_ops.settings skips it); it stays set,
+# empty, because the DockerRunLauncher passes these variables on by name.
 if [ -z "${RPGER_S3_ENDPOINT:-}" ]; then
-    unset RPGER_S3_ACCESS_KEY_FILE RPGER_S3_SECRET_KEY_FILE
+    export RPGER_S3_ACCESS_KEY_FILE= RPGER_S3_SECRET_KEY_FILE=
 fi
 
 for var in $(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*_FILE\)=.*/\1/p'); do
     eval "path=\${$var}"
-    # An empty *_FILE means "not used" (e.g. MONGODB_PASSWORD_FILE= for a server without auth).
-    [ -n "$path" ] || { unset "$var"; continue; }
+    [ -n "$path" ] || continue
     require_secret "$path" "$var"
 done
 

@@ -20,6 +20,14 @@ try:
     caps["backup_all"] = True
 except Exception as exc:
     caps["backup_all"] = f"{type(exc).__name__}: {exc}"
+# PEP 706 extraction filters (Python >= 3.11.4; Debian 12's 3.11.2 lacks them).
+import inspect, tarfile
+caps["tar_filter"] = hasattr(tarfile, "data_filter")
+try:
+    import rpger_ops.archive as _archive
+    caps["archive_uses_tar_filter"] = 'filter="data"' in inspect.getsource(_archive)
+except Exception as exc:
+    caps["archive_uses_tar_filter"] = False
 if shutil.which("rpger-ops"):
     p = subprocess.run(["rpger-ops", "--help"], capture_output=True, text=True)
     caps["preseed"] = True if "preseed" in (p.stdout + p.stderr) else "no preseed subcommand in rpger-ops --help"

@@ -32,12 +32,16 @@ COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
 PORTS_FILE = COMPOSE_DIR / "compose.ports.yaml"
 E2E_FILE = Path(__file__).resolve().with_name("compose.e2e.yaml")
 
+# Stand-ins built by tools/podman/build-images.sh; each can be overridden.
 IMAGES = {
-    "RPGER_MONGO_IMAGE": "localhost/rpger-ferretdb-standin:1",
-    "RPGER_REDIS_IMAGE": "localhost/rpger-redis-standin:7",
-    "RPGER_CHROMA_IMAGE": "localhost/rpger-chroma-standin:1.5.9",
-    "RPGER_MINIO_IMAGE": "localhost/rpger-minio-standin:1",
-    "RPGER_OPS_IMAGE": "localhost/rpger-ops:e2e",
+    name: os.environ.get(name, default)
+    for name, default in {
+        "RPGER_MONGO_IMAGE": "localhost/rpger-ferretdb-standin:1",
+        "RPGER_REDIS_IMAGE": "localhost/rpger-redis-standin:7",
+        "RPGER_CHROMA_IMAGE": "localhost/rpger-chroma-standin:1.5.9",
+        "RPGER_MINIO_IMAGE": "localhost/rpger-minio-standin:1",
+        "RPGER_OPS_IMAGE": "localhost/rpger-ops:e2e",
+    }.items()
 }
 
 DB_SERVICES = ("mongodb", "redis", "chroma")
@@ -199,19 +203,18 @@ def port_answers(host: str, port: int, timeout: float = 2.0) -> bool:
 
 
 def host_addresses() -> list[str]:
-    """The host's non-loopback IPv4 addresses (where a 0.0.0.0 binding would answer)."""
-    addrs: set[str] = set()
+    """The host's non-loopback IPv4 addresses right now (where a 0.0.0.0 binding
+    would answer). Call it just before probing: a connect() to an address that
+    is no longer local leaves the host, and this machine's egress proxy accepts
+    any TCP connection, which would look like an open port."""
     p = run(["hostname", "-I"], check=False)
-    addrs.update(a for a in p.stdout.split() if ":" not in a)
-    try:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.connect(("10.255.255.255", 1))
-        addrs.add(s.getsockname()[0])
-        s.close()
-    except OSError:
-        pass
-    # podman's own bridges answer for the host too: exclude nothing but loopback.
-    return sorted(a for a in addrs if not a.startswith("127."))
+    return sorted(a for a in p.stdout.split() if ":" not in a and not a.startswith("127."))
+
+
+def listeners(port: int) -> list[str]:
+    """Local addresses with a TCP socket listening on `port` (from `ss`)."""
+    p = run(["ss", "-Hltn", f"sport = :{port}"], check=False)
+    return [line.split()[3].rsplit(":", 1)[0] for line in p.stdout.splitlines() if line.strip()]
 
 
 def published_ports(container: str) -> list[str]:

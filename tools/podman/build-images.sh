@@ -45,9 +45,15 @@ build() {
         return 0
     fi
     log "building $tag"
-    local t0=$SECONDS
-    podman build --quiet --layers --build-arg "BASE_IMAGE=$BASE" --label "rpger.inputs=$hash" \
-        "${ca_args[@]}" -f "$file" -t "$tag" "$@" "$ctx" >/dev/null
+    local t0=$SECONDS blog
+    blog=$(mktemp /tmp/rpger-build.XXXXXX.log)
+    if ! podman build --layers --build-arg "BASE_IMAGE=$BASE" --label "rpger.inputs=$hash" \
+        "${ca_args[@]}" -f "$file" -t "$tag" "$@" "$ctx" >"$blog" 2>&1; then
+        tail -40 "$blog" >&2
+        echo "build-images.sh: building $tag failed (full log: $blog)" >&2
+        exit 1
+    fi
+    rm -f "$blog"
     log "built $tag in $((SECONDS - t0))s"
 }
 
@@ -102,5 +108,7 @@ if want ops; then
     mapfile -t files < <(cd "$REPO" && { ls Dockerfile .dockerignore pyproject.toml dagster.yaml README.md 2>/dev/null
         find rpger_ops compose/scripts compose/dagster -type f ! -name '*.pyc' ! -path '*/__pycache__/*' 2>/dev/null; } | sort)
     h=$(cd "$REPO" && hash_of "${files[@]}")
-    build localhost/rpger-ops:e2e "$REPO" "$REPO/Dockerfile" "$h"
+    # VALKEY_IMAGE: no valkey/valkey here; the Dockerfile then installs Debian's
+    # redis-server, the same version as the Redis stand-in.
+    build localhost/rpger-ops:e2e "$REPO" "$REPO/Dockerfile" "$h" --build-arg "VALKEY_IMAGE=$BASE"
 fi
