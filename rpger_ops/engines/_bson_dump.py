@@ -138,6 +138,11 @@ def _iter_stream(fh: BinaryIO, label: str) -> Iterator[bytes]:
             return
 
 
+def count_documents(path: Path) -> int:
+    """Documents in a .bson file by their length prefixes (no decoding); raises on truncation."""
+    return sum(1 for _ in iter_documents(path))
+
+
 def iter_batches(path: Path, max_docs: int, max_bytes: int) -> Iterator[list[bytes]]:
     """Documents of one .bson file grouped for bulk inserts."""
     batch: list[bytes] = []

@@ -403,27 +403,29 @@ class MongoEngine:
     # --- Engine: restore ---------------------------------------------------------------------
     def restore(self, src: Path, progress: Progress = no_progress) -> RestoreResult:
         """Collections with their options, then documents (unordered raw batches,
-        several in flight), then indexes (built once over the loaded data), then views."""
+        several in flight), then indexes (built once over the loaded data), then views.
+        The files are walked once first: a truncated dump fails before anything is written."""
         started = time.monotonic()
         report = _Throttle(progress, self.progress_interval_s)
         notes: list[str] = []
         try:
             metas = layout.read_layout(layout.database_dir(src, self.settings.mongodb_database))
+            if any(m.name == MARKER_NAME for m in metas):
+                notes.append(f"{MARKER_NAME}: skipped; stack marker and locks belong to the target")
+                metas = [m for m in metas if m.name != MARKER_NAME]
+            collections = [m for m in metas if m.has_documents]
+            views = [m for m in metas if not m.has_documents]
+            total = sum(layout.count_documents(m.data_file) for m in collections if m.data_file)
         except (layout.DumpFormatError, OSError) as exc:
             raise EngineError(f"MongoDB restore: dump unreadable: {exc}") from None
-        if any(m.name == MARKER_NAME for m in metas):
-            notes.append(f"{MARKER_NAME}: skipped; stack marker and locks belong to the target")
-            metas = [m for m in metas if m.name != MARKER_NAME]
-        collections = [m for m in metas if m.has_documents]
-        views = [m for m in metas if not m.has_documents]
         with self._translate("restore"):
             self._refuse_non_empty_targets(collections)
             existing = set(self.db.list_collection_names())
             for meta in collections:
                 self._create_collection(meta, existing, notes)
-            counts = self._load_documents(collections, report)
+            counts = self._load_documents(collections, report, total)
             for meta in collections:
-                report(f"building indexes of {meta.name}", sum(counts.values()), None, force=True)
+                report(f"building indexes of {meta.name}", sum(counts.values()), total, force=True)
                 self._create_indexes(meta, notes)
             for meta in views:
                 self._create_collection(meta, existing, notes)
@@ -466,9 +468,9 @@ class MongoEngine:
                 notes.append(f"{meta.name}: created without {', '.join(dropped)}: {reason} ({_short(exc, 160)})")
         self.db.command(SON([("create", meta.name), *remaining.items()]))
 
-    def _load_documents(self, collections: list[layout.CollectionMetadata], report: _Throttle) -> dict[str, int]:
+    def _load_documents(self, collections: list[layout.CollectionMetadata], report: _Throttle,
+                        total: int) -> dict[str, int]:
         counts = {meta.name: 0 for meta in collections}
-        total = None
         max_in_flight = self.restore_workers * 2
         with ThreadPoolExecutor(max_workers=self.restore_workers, thread_name_prefix="mongo-restore") as pool:
             in_flight: set[Future[tuple[str, int]]] = set()

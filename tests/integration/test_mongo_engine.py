@@ -313,12 +313,15 @@ def test_dump_count_restore_round_trip(engine: MongoEngine, tmp_path: Path) -> N
     assert result.point_in_time is bool(engine.client.admin.command("hello").get("setName"))
     assert result.server_version == engine.ping().server_version
     assert calls and calls[-1][1] == sum(expected.values())
+    assert all(done <= (total or done) for _, done, total in calls)
     assert result.extra["digest"] == source_digest, "the dump's own digest of what it wrote"
 
     with engine.scratch() as scratch:
         assert scratch.is_empty()
-        restored = scratch.restore(tmp_path)
+        restore_calls: list[tuple[str, int, int | None]] = []
+        restored = scratch.restore(tmp_path, lambda m, d, t: restore_calls.append((m, d, t)))
         assert restored.counts == expected
+        assert restore_calls[-1][1:] == (sum(expected.values()), sum(expected.values()))
         assert scratch.digest() == source_digest
         assert scratch.read_marker() is None, "the marker is not part of a dump"
         assert scratch.db["event_log"].options().get("capped") is True
@@ -373,6 +376,15 @@ def test_views_round_trip_where_supported(engine: MongoEngine, tmp_path: Path) -
         scratch.restore(tmp_path)
         assert scratch.digest() == source
         assert scratch.db["high_level"].count_documents({}) == 2
+
+
+def test_truncated_dump_fails_before_writing_anything(dumped: Path, engine: MongoEngine) -> None:
+    data = (dumped / "spells.bson").read_bytes()
+    (dumped / "spells.bson").write_bytes(data[:-3])
+    with engine.scratch() as scratch:
+        with pytest.raises(EngineError, match="truncated"):
+            scratch.restore(dumped.parent)
+        assert scratch.db.list_collection_names() == []
 
 
 def test_restore_refuses_a_target_holding_documents(engine: MongoEngine, tmp_path: Path) -> None:
