@@ -199,3 +199,26 @@ def test_not_ready_database_is_left_alone(settings: Settings, tmp_path: Path, mo
     report = preseed(unreachable, ["redis"])
     assert not report.ok and report.not_ready == ["redis"]
     assert report.databases["redis"].action == "skipped"
+
+
+def test_startup_gate_exit_codes(settings: Settings, tmp_path: Path, mongo_endpoint: Endpoint,
+                                 chroma_endpoint: Endpoint, monkeypatch: pytest.MonkeyPatch,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from restore_support import settings_env
+
+    from rpger_ops import cli
+
+    for key, value in settings_env(settings).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    testdata.load_redis(settings, scale=20)
+    take_set(settings, dbs=["redis"])
+    new_volume(settings, ["redis"])
+    assert cli.main(["preseed", "--db", "redis", "--timeout", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "redis: new -> restored" in out
+
+    monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{devservers.free_port()}/0")
+    assert cli.main(["preseed", "--db", "redis", "--timeout", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "not ready after 1s: redis" in err and "nothing was changed" in err
