@@ -383,6 +383,8 @@ class ChromaEngine:
                 coll, note = self._create_collection(entry)
                 if note:
                     notes.append(note)
+                if entry["count"] == 0 and entry.get("dimension"):
+                    self._set_dimension(coll, int(entry["dimension"]))
                 cosine = _space(entry.get("configuration")) == "cosine"
                 in_flight: list[Future[tuple[int, int]]] = []
                 unresolved = 0
@@ -439,6 +441,14 @@ class ChromaEngine:
         coll = self._call(f"create {name}", lambda: self._client.create_collection(
             name, configuration=config, metadata=meta, embedding_function=None))  # type: ignore[arg-type]
         return coll, note
+
+    def _set_dimension(self, coll: Collection, dim: int) -> None:
+        """An emptied collection keeps the dimension of its past records; Chroma sets it
+        only on the first add, so add and delete one placeholder record."""
+        probe = np.zeros((1, dim), dtype=np.float32)
+        probe[0, 0] = 1.0
+        self._call(f"set dimension of {coll.name}", lambda: coll.add(ids=["rpger-dimension-probe"], embeddings=probe))
+        self._call(f"set dimension of {coll.name}", lambda: coll.delete(ids=["rpger-dimension-probe"]))
 
     def _add_batch(self, coll: Collection, rb: pa.RecordBatch, cosine: bool) -> tuple[int, int]:
         """Add one record batch; returns (records added, cosine rows that may drift by an ulp)."""

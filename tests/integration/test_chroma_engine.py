@@ -64,6 +64,9 @@ def add_odd_records(engine: ChromaEngine) -> None:
              metadatas=[{"n": 0, "x": 0.0, "t": False}, None, {"big": 2**53 + 1, "neg": -7.25}],  # type: ignore[list-item]
              uris=["s3://bucket/a", None, None])  # type: ignore[list-item]
     client(engine).create_collection("empty-collection", embedding_function=None)
+    emptied = client(engine).create_collection("emptied-collection", embedding_function=None)
+    emptied.add(ids=["gone"], embeddings=[[1.0, 2.0]])  # sets the dimension, which outlives the record
+    emptied.delete(ids=["gone"])
 
 
 def test_is_an_engine(engine: ChromaEngine) -> None:
@@ -247,7 +250,8 @@ def test_dump_count_restore_round_trip_into_scratch(engine: ChromaEngine, tmp_pa
     assert np.asarray(stored, dtype=np.float32).tobytes() == cosine_round_trip(added).tobytes()
 
     result, calls = _dump(engine, tmp_path / "dump")
-    expected = {**report.chroma_counts, "odd.values-1": 3, "empty-collection": 0, "rpger__migrations": 1}
+    expected = {**report.chroma_counts, "odd.values-1": 3, "empty-collection": 0, "emptied-collection": 0,
+                "rpger__migrations": 1}
     assert result.counts == expected
     assert result.point_in_time is False and result.notes
     assert result.server_version == engine.ping().server_version
