@@ -5,13 +5,17 @@
   `_rpger:lock:<name>`. They are left out of stats, digest, dump counts and
   restore. Any `_rpger:*` key (e.g. a migrations ledger) does not make the
   server non-empty, but everything except stack state is data.
-- Dump: an RDB snapshot pulled over the replication protocol (`_redis_sync`),
-  then loaded into a temporary redis-server (`_redis_tmp`) to prove it reads
-  and to count keys per db.
+- Dump: `dump.rdb`, a snapshot pulled over the replication protocol
+  (`_redis_sync`), loaded into a temporary redis-server (`_redis_tmp`) to
+  prove it reads and to count keys per db; `dump.json` beside it records its
+  size and the stack-state keys in it (see `_write_sidecar`).
 - Restore: load the RDB into a temporary redis-server and replay every key
   with DUMP/PEXPIRETIME -> RESTORE ... REPLACE ABSOLUTETTL, pipelined, into
   the live server (works with AOF on, unlike dropping dump.rdb into its dir).
-Needs Redis/Valkey 7.0+ (PEXPIRETIME, FUNCTION).
+- Digest: `_redis_digest`; `digest_dump` gives the digest a restore of a dump
+  would produce now (keys expired since the dump left out).
+Needs Redis/Valkey 7.0+ (PEXPIRETIME, FUNCTION) and a local redis-server or
+valkey-server at least as new as the source (to read its RDB format).
 """
 
 from __future__ import annotations
@@ -137,6 +141,14 @@ def _checked_rdb(src: Path, meta: dict[str, Any]) -> Path:
     return rdb
 
 
+def _digest_server(client_for_db: Callable[[int], redis.Redis]) -> str:
+    digest = Digest()
+    for db in sorted(_keyspace(client_for_db(0))):
+        digest_db(client_for_db(db), f"db{db}", digest, is_stack_state if db == 0 else _never)
+    digest_functions(client_for_db(0), digest)
+    return digest.hexdigest()
+
+
 def _has_data(client: redis.Redis) -> bool:
     """Any key outside `_rpger:*`; stops at the first one."""
     return any(not key.startswith(STACK_PREFIX) for key in client.scan_iter(count=1000))
@@ -211,12 +223,22 @@ class RedisEngine:
         return {ns: NamespaceStats(count=n, size_bytes=0) for ns, n in counts.items()}
 
     def digest(self) -> str:
-        digest = Digest()
-        for db in sorted(self._keyspace()):
-            skip = is_stack_state if db == 0 else _never
-            self._call("read keys for the digest", partial(digest_db, self._client(db), f"db{db}", digest, skip))
-        self._call("list functions", partial(digest_functions, self._client(), digest))
-        return digest.hexdigest()
+        return self._call("read keys for the digest", partial(_digest_server, self._client))
+
+    @staticmethod
+    def digest_dump(src: Path) -> str:
+        """The digest a restore of `src` would produce NOW (keys that expired since
+        the dump left out). Beyond the contract: lets a restore days after the
+        backup tell "keys expired meanwhile" from "the restore lost data"."""
+        meta = _read_sidecar(src)
+        rdb = _checked_rdb(src, meta)
+        with _loaded(rdb, no_progress, check_rdb_header(rdb)) as tmp:
+            clients: dict[int, redis.Redis] = {}
+            try:
+                return _digest_server(lambda db: clients.setdefault(db, tmp.client(db)))
+            finally:
+                for client in clients.values():
+                    client.close()
 
     # --- marker and locks ------------------------------------------------------
     def read_marker(self) -> StackMarker | None:

@@ -303,7 +303,9 @@ def test_restore_into_a_real_aof_server_survives_its_restart(engine: RedisEngine
     client(engine).set("soon:gone", "x", px=1500)
     dest = tmp_path / "dump"
     dest.mkdir()
+    digest_at_dump = engine.digest()
     result = engine.dump(dest)
+    assert RedisEngine.digest_dump(dest) == digest_at_dump
     time.sleep(2.0)
     # The count of a dump does not change when keys in it expire later.
     assert RedisEngine.count_dump(dest) == result.counts
@@ -314,6 +316,8 @@ def test_restore_into_a_real_aof_server_survives_its_restart(engine: RedisEngine
     assert restored.notes == ["db0: 1 keys had expired since the dump and were skipped"]
     assert restored.counts["db0"] == result.counts["db0"] - 1
     assert second.digest() == source_digest
+    # What a restore today gives is known from the dump alone, expired keys and all.
+    assert RedisEngine.digest_dump(dest) == source_digest != digest_at_dump
     # Restored through the server, so it is in its AOF: a restart keeps it.
     old = second_endpoint.server
     old.stop()
