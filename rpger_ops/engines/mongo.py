@@ -33,6 +33,7 @@ from bson.json_util import CANONICAL_JSON_OPTIONS
 from bson.raw_bson import RawBSONDocument
 from pymongo.errors import (
     BulkWriteError,
+    ConfigurationError,
     ConnectionFailure,
     DuplicateKeyError,
     OperationFailure,
@@ -316,13 +317,11 @@ class MongoEngine:
             # collStats, not estimated_document_count: FerretDB answers the count command by scanning.
             expected = {i["name"]: self._collection_stats(i["name"]).count
                         for i in infos if i.get("type") != "view"}
-            session = self.client.start_session(snapshot=True) if replica_set else None
+            session = self._open_snapshot(infos, result) if replica_set else None
             run = _DumpRun(result, _Throttle(progress, self.progress_interval_s), Digest(), session,
                            total=sum(expected.values()))
             run.report(f"dumping {len(infos)} collections (~{run.total} documents)", 0, run.total, force=True)
             try:
-                if session is not None:
-                    self._open_snapshot(infos, session)
                 for info in infos:
                     self._dump_collection(info, db_dir, run)
                 result.extra["digest"] = run.digest.hexdigest()
@@ -334,7 +333,7 @@ class MongoEngine:
             finally:
                 if session is not None:
                     session.end_session()
-        if not result.point_in_time:
+        if not result.point_in_time and not replica_set:
             result.notes.append("not point-in-time: the server is not a replica set (FerretDB or standalone "
                                 "MongoDB), so collections were read one after another")
         written = sum(result.counts.values())
@@ -345,13 +344,23 @@ class MongoEngine:
                    force=True)
         return result
 
-    def _open_snapshot(self, infos: list[dict[str, Any]], session: ClientSession) -> None:
-        """The first read of a snapshot session fixes its timestamp; do it decoded so
-        the driver records atClusterTime (raw batch replies are opaque to it)."""
-        for info in infos:
-            if info.get("type") != "view":
-                self.db[info["name"]].find_one({}, projection={"_id": 1}, session=session)
-                return
+    def _open_snapshot(self, infos: list[dict[str, Any]], result: DumpResult) -> ClientSession | None:
+        """A snapshot session whose timestamp is fixed, or None (with a note) where the
+        server refuses snapshot reads (MongoDB before 5.0). The first read fixes the
+        timestamp; it is done decoded so the driver records atClusterTime (raw batch
+        replies are opaque to it)."""
+        session = self.client.start_session(snapshot=True)
+        try:
+            for info in infos:
+                if info.get("type") != "view":
+                    self.db[info["name"]].find_one({}, projection={"_id": 1}, session=session)
+                    break
+            return session
+        except (ConfigurationError, OperationFailure) as exc:
+            session.end_session()
+            result.notes.append(f"not point-in-time: the replica set refused a snapshot read ({_short(exc, 160)}); "
+                                "collections were read one after another")
+            return None
 
     def _dump_collection(self, info: dict[str, Any], db_dir: Path, run: _DumpRun) -> None:
         name, kind = info["name"], info.get("type", "collection")

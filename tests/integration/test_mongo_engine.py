@@ -311,6 +311,10 @@ def test_dump_count_restore_round_trip(engine: MongoEngine, tmp_path: Path) -> N
     assert {ix["name"] for ix in meta["indexes"]} >= {"_id_", "username_1", "email_1"}
     assert '"$numberInt"' in (db_dir / "users.metadata.json").read_text(), "canonical Extended JSON"
     assert result.point_in_time is bool(engine.client.admin.command("hello").get("setName"))
+    if result.point_in_time:
+        assert result.extra["at_cluster_time"] not in ("", "None")
+    else:
+        assert any("not point-in-time" in note for note in result.notes)
     assert result.server_version == engine.ping().server_version
     assert calls and calls[-1][1] == sum(expected.values())
     assert all(done <= (total or done) for _, done, total in calls)
