@@ -370,3 +370,36 @@ def test_server_dying_mid_dump_fails_and_then_is_not_ready(tmp_path: Path) -> No
             e.ping()
     finally:
         server.stop()
+
+
+def test_missing_database_is_created_and_empty(tmp_path: Path, chroma_endpoint: Endpoint) -> None:
+    settings = chroma_settings(tmp_path, chroma_endpoint)
+    fresh = settings.model_copy(update={"chroma_database": settings.chroma_database + "-new"})
+    admin = chroma_admin(settings)
+    with pytest.raises(chromadb.errors.NotFoundError):
+        admin.get_database(fresh.chroma_database, tenant=fresh.chroma_tenant)
+    e = ChromaEngine(fresh)
+    try:
+        assert e.is_empty()
+        assert admin.get_database(fresh.chroma_database, tenant=fresh.chroma_tenant)
+    finally:
+        admin.delete_database(fresh.chroma_database, tenant=fresh.chroma_tenant)
+
+
+def test_empty_database_dumps_and_restores_nothing(engine: ChromaEngine, tmp_path: Path) -> None:
+    engine.write_marker(StackMarker("s", 1))
+    result, _ = _dump(engine, tmp_path / "d")
+    assert result.counts == {} and result.files == ["collections.json"]
+    assert ChromaEngine.count_dump(tmp_path / "d") == {}
+    with engine.scratch() as scratch:
+        assert scratch.restore(tmp_path / "d").counts == {}
+        assert scratch.is_empty() and scratch.digest() == engine.digest()
+
+
+def test_scratch_is_removed_when_its_user_fails(engine: ChromaEngine) -> None:
+    with pytest.raises(RuntimeError), engine.scratch() as scratch:
+        name = scratch.settings.chroma_database
+        client(scratch).create_collection("left-behind", embedding_function=None)
+        raise RuntimeError("verify failed")
+    with pytest.raises(chromadb.errors.NotFoundError):
+        chroma_admin(engine.settings).get_database(name, tenant=engine.settings.chroma_tenant)
