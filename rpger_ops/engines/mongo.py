@@ -456,6 +456,12 @@ class MongoEngine:
         if meta.name in existing:
             notes.append(f"{meta.name}: already existed in the target; kept its options")
             return
+        if not meta.has_documents:  # a view: without its definition it would be a wrong, empty collection
+            try:
+                self.db.command(SON([("create", meta.name), *meta.options.items()]))
+            except OperationFailure as exc:
+                notes.append(f"{meta.name}: view not restored: the server refused it ({_short(exc, 160)})")
+            return
         remaining = dict(meta.options)
         fallbacks: list[tuple[tuple[str, ...] | None, str]] = [
             (VALIDATION_OPTIONS, "the server lacks document validators ($jsonSchema), e.g. FerretDB"),

@@ -382,6 +382,20 @@ def test_views_round_trip_where_supported(engine: MongoEngine, tmp_path: Path) -
         assert scratch.db["high_level"].count_documents({}) == 2
 
 
+def test_view_the_server_refuses_is_noted_not_faked(engine: MongoEngine, tmp_path: Path) -> None:
+    engine.db["characters"].insert_one({"name": "h", "level": 3})
+    engine.dump(tmp_path)
+    view = {"collectionName": "no_such_view_support", "type": "view", "indexes": [],
+            "options": {"viewOn": "characters", "pipeline": [{"$unsupportedStage": {}}]}}
+    db_dir = tmp_path / engine.settings.mongodb_database
+    (db_dir / "no_such_view_support.metadata.json").write_text(dumps(view, json_options=CANONICAL_JSON_OPTIONS))
+    with engine.scratch() as scratch:
+        result = scratch.restore(tmp_path)
+        assert result.counts == {"characters": 1}
+        assert any("no_such_view_support" in n and "view not restored" in n for n in result.notes), result.notes
+        assert "no_such_view_support" not in scratch.db.list_collection_names()
+
+
 def test_truncated_dump_fails_before_writing_anything(dumped: Path, engine: MongoEngine) -> None:
     data = (dumped / "spells.bson").read_bytes()
     (dumped / "spells.bson").write_bytes(data[:-3])
