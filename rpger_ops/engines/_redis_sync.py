@@ -105,6 +105,7 @@ class _Reader:
 
 
 def _connect(addr: RedisAddress, timeout: float) -> socket.socket:
+    sock: socket.socket | None = None
     try:
         if addr.unix_path:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -119,11 +120,13 @@ def _connect(addr: RedisAddress, timeout: float) -> socket.socket:
             if not addr.tls_verify:
                 ctx.verify_mode = ssl.CERT_NONE
             sock = ctx.wrap_socket(sock, server_hostname=addr.host)
-    except ssl.SSLError as exc:
-        raise NotReadyError(f"TLS handshake with Redis at {addr.label} failed: {exc.reason}") from None
-    except OSError as exc:
+        return sock
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        if sock is not None:
+            sock.close()
+        if isinstance(exc, ssl.SSLError):
+            raise NotReadyError(f"TLS handshake with Redis at {addr.label} failed: {exc.reason}") from None
         raise NotReadyError(f"cannot connect to Redis at {addr.label}: {exc.strerror or exc}") from None
-    return sock
 
 
 def _command(*args: str | bytes) -> bytes:
@@ -178,7 +181,9 @@ def fetch_rdb(addr: RedisAddress, dest: Path, progress: Progress, timeout: float
                 continue
             if line.startswith(b"-"):
                 message = line[1:].decode(errors="replace")
-                if message.startswith("NOPERM") or message.startswith("NOAUTH"):
+                if message.startswith("NOAUTH"):
+                    raise NotReadyError("Redis requires a password for the snapshot (set REDIS_PASSWORD)")
+                if message.startswith("NOPERM"):
                     raise NotReadyError(f"Redis refused the snapshot (the user needs +psync +replconf): {message}")
                 raise EngineError(f"Redis refused the snapshot: {message}")
             if line.startswith(b"$"):

@@ -72,15 +72,15 @@ class TempRedis:
 def _config(directory: Path, socket_path: Path, replica: bool) -> str:
     lines = [
         "port 0",
-        f"unixsocket {socket_path}",
+        f'unixsocket "{socket_path}"',
         "unixsocketperm 700",
-        f"dir {directory}",
+        f'dir "{directory}"',
         "dbfilename dump.rdb",
         "appendonly no",
         'save ""',
         f"databases {TEMP_DATABASES}",
         "daemonize no",
-        f"logfile {directory / 'server.log'}",
+        f'logfile "{directory / "server.log"}"',
     ]
     if replica:
         # A replica keeps keys whose TTL passed while loading (a master drops
