@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
+from urllib.parse import urlsplit
 
 from bson import SON, json_util
 from bson.codec_options import CodecOptions
@@ -159,7 +160,10 @@ class MongoEngine:
         return self.client[self.settings.mongodb_database]
 
     def _where(self) -> str:
-        return str(self.settings.safe_summary()["mongodb"])
+        """Scheme and hosts only: credentials and query options (which may hold TLS key
+        passwords) never reach a message."""
+        parts = urlsplit(self.settings.mongodb_uri.get_secret_value())
+        return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
 
     @contextmanager
     def _translate(self, action: str) -> Iterator[None]:

@@ -102,14 +102,16 @@ def test_ping_reports_version_and_kind(engine: MongoEngine) -> None:
 
 
 def test_unreachable_server_is_not_ready_and_message_has_no_secret() -> None:
-    settings = _settings(f"mongodb://ops:Sup3rSecretPw@127.0.0.1:{devservers.free_port()}/",
+    settings = _settings(f"mongodb://ops:Sup3rSecretPw@127.0.0.1:{devservers.free_port()}/"
+                         "?tlsCertificateKeyFilePassword=KeyPw0rd",
                          MONGODB_SERVER_SELECTION_TIMEOUT_MS=300, MONGODB_CONNECT_TIMEOUT_MS=300)
     eng = MongoEngine(settings)
     try:
         for call in (eng.ping, eng.is_empty, eng.stats, eng.digest):
             with pytest.raises(NotReadyError) as info:
                 call()
-            assert "Sup3rSecretPw" not in str(info.value)
+            assert "Sup3rSecretPw" not in str(info.value) and "KeyPw0rd" not in str(info.value)
+            assert "127.0.0.1" in str(info.value)
     finally:
         eng.close()
 
