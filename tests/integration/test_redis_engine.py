@@ -75,6 +75,16 @@ def client(engine: RedisEngine, db: int = 0) -> redis.Redis:
     return redis_client(engine.settings, db=db)
 
 
+def wait_until_gone(engine: RedisEngine, key: str, limit_s: float = 10.0) -> None:
+    """Until a key with a TTL has expired (polling, so a slow machine only waits longer)."""
+    c = client(engine)
+    deadline = time.monotonic() + limit_s
+    while c.exists(key):
+        assert time.monotonic() < deadline, f"{key} did not expire"
+        time.sleep(0.05)
+    c.close()
+
+
 def load_extras(engine: RedisEngine) -> None:
     """Types and places testdata does not cover: stream groups, odd scores, a far db, a ledger key."""
     c = client(engine)
@@ -173,9 +183,9 @@ def test_lock_is_exclusive_refreshable_and_expires(engine: RedisEngine) -> None:
     engine.release_lock("backup", "a")
     assert engine.acquire_lock("backup", "b", 30)
     # Expiry: a crashed owner's lock is taken over after its TTL.
-    assert engine.acquire_lock("short", "a", 0.3)
+    assert engine.acquire_lock("short", "a", 1.0)
     assert not engine.acquire_lock("short", "b", 30)
-    time.sleep(0.5)
+    wait_until_gone(engine, "_rpger:lock:short")
     assert engine.acquire_lock("short", "b", 30)
 
 
@@ -300,13 +310,13 @@ def test_restore_into_a_real_aof_server_survives_its_restart(engine: RedisEngine
                                                              second_endpoint: Any, tmp_path: Path) -> None:
     testdata.load_redis(engine.settings, scale=SCALE)
     load_extras(engine)
-    client(engine).set("soon:gone", "x", px=1500)
+    client(engine).set("soon:gone", "x", px=3000)
     dest = tmp_path / "dump"
     dest.mkdir()
     digest_at_dump = engine.digest()
     result = engine.dump(dest)
     assert RedisEngine.digest_dump(dest) == digest_at_dump
-    time.sleep(2.0)
+    wait_until_gone(engine, "soon:gone")
     # The count of a dump does not change when keys in it expire later.
     assert RedisEngine.count_dump(dest) == result.counts
     client(engine).delete("soon:gone")  # gone from the source too, for the digest below
@@ -517,12 +527,13 @@ def test_a_dump_that_comes_out_empty_from_a_full_server_is_an_error(
 
 def test_counts_of_a_dump_do_not_change_when_a_lock_in_it_expires(engine: RedisEngine, tmp_path: Path) -> None:
     testdata.load_redis(engine.settings, scale=SCALE)
-    assert engine.acquire_lock("restore", "safety-backup", 1.0)  # held while a safety backup runs
+    assert engine.acquire_lock("restore", "safety-backup", 3.0)  # held while a safety backup runs
     dest = tmp_path / "dump"
     dest.mkdir()
     result = engine.dump(dest)
+    assert json.loads((dest / SIDECAR).read_text())["stack_keys"] == {"db0": 1}  # the lock is in the snapshot
     assert result.counts == {ns: s.count for ns, s in engine.stats().items()}
-    time.sleep(1.3)
+    wait_until_gone(engine, "_rpger:lock:restore")
     assert RedisEngine.count_dump(dest) == result.counts
     with engine.scratch() as scratch:
         restored = scratch.restore(dest)
