@@ -80,6 +80,8 @@ INCLUDE_ALL: list[Any] = ["embeddings", "documents", "metadatas", "uris"]
 # Floats per `get` page: a page of 1536-d embeddings is ~1300 rows (~15 MB of JSON).
 FLOATS_PER_PAGE = 2_000_000
 ID_PAGE = 10_000
+# Rows per `add` (the server's max batch size caps it too): ~25 MB requests at 1536-d.
+ADD_BATCH_ROWS = 4096
 PROGRESS_EVERY_S = 2.0
 _VALID_LOCK_NAME = re.compile(r"^[A-Za-z0-9._-]*[A-Za-z0-9]$")
 
@@ -227,7 +229,7 @@ class ChromaEngine:
                           _nullable(page.documents[i]), _nullable(page.metadatas[i]), _nullable(page.uris[i]))
         return d.hexdigest()
 
-    def _pages(self, coll: Collection, progress: Callable[[int], None] | None = None) -> Iterator[_Page]:
+    def _pages(self, coll: Collection) -> Iterator[_Page]:
         """All records of a live collection in pages, one page fetched ahead.
 
         Ids are listed first, then fetched by id: records added meanwhile are
@@ -246,8 +248,6 @@ class ChromaEngine:
                 assert pending is not None
                 page = pending.result()
                 pending = pool.submit(fetch, chunks[k + 1]) if k + 1 < len(chunks) else None
-                if progress:
-                    progress(len(page.ids))
                 yield page
 
     def _all_ids(self, coll: Collection) -> list[str]:
@@ -374,7 +374,7 @@ class ChromaEngine:
         if clash:
             raise EngineError(f"chroma restore target already has collections {', '.join(clash)}")
         total = sum(int(e["count"]) for e in entries)
-        batch = self._call("max batch size", self._client.get_max_batch_size)
+        batch = min(ADD_BATCH_ROWS, self._call("max batch size", self._client.get_max_batch_size))
         notes: list[str] = []
         counts: dict[str, int] = {}
         done = 0
@@ -455,17 +455,18 @@ class ChromaEngine:
         n = rb.num_rows
         emb_col = rb.column("embedding")
         dim = emb_col.type.list_size
-        vectors = emb_col.values.to_numpy(zero_copy_only=False).reshape(n, dim)
+        # flatten() honours a batch's offset into its column; `.values` would not.
+        vectors = np.asarray(emb_col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32).reshape(n, dim)
         unresolved = 0
         if cosine:  # Chroma re-normalises cosine embeddings: send what comes back as the dumped bytes
             vectors, unresolved = cosine_preimage(vectors)
         metas = [None if m is None else json.loads(m) for m in rb.column("metadata").to_pylist()]
-        uris = rb.column("uri").to_pylist()
+        docs, uris = rb.column("document").to_pylist(), rb.column("uri").to_pylist()
         self._call(f"add to {coll.name}", lambda: coll.add(
             ids=rb.column("id").to_pylist(), embeddings=vectors,
-            documents=rb.column("document").to_pylist(),  # type: ignore[arg-type]
-            metadatas=metas,  # type: ignore[arg-type]
-            uris=uris if any(u is not None for u in uris) else None))  # type: ignore[arg-type]
+            documents=_unless_all_none(docs),  # type: ignore[arg-type]
+            metadatas=_unless_all_none(metas),  # type: ignore[arg-type]
+            uris=_unless_all_none(uris)))  # type: ignore[arg-type]
         return n, unresolved
 
     def wipe(self) -> None:
@@ -547,6 +548,11 @@ _: type[Engine] = ChromaEngine
 def _nullable(value: str | None) -> bytes:
     """None and "" hash differently."""
     return b"\x00" if value is None else b"\x01" + value.encode()
+
+
+def _unless_all_none(values: list[Any]) -> list[Any] | None:
+    """`add` takes a missing field as None, not as a list of Nones."""
+    return values if any(v is not None for v in values) else None
 
 
 def _dimension(coll: Collection) -> int | None:

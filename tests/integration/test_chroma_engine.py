@@ -16,6 +16,7 @@ from conftest import Endpoint, make_settings
 
 from rpger_ops import devservers, testdata
 from rpger_ops.connect import chroma_admin, chroma_client
+from rpger_ops.engines import chroma as chroma_module
 from rpger_ops.engines.base import Engine, EngineError, NotReadyError, StackMarker
 from rpger_ops.engines.chroma import LOCK_PREFIX, MARKER_COLLECTION, ChromaEngine, chroma_namespace
 from rpger_ops.engines.chroma_cosine import cosine_preimage, cosine_round_trip
@@ -64,6 +65,9 @@ def add_odd_records(engine: ChromaEngine) -> None:
              metadatas=[{"n": 0, "x": 0.0, "t": False}, None, {"big": 2**53 + 1, "neg": -7.25}],  # type: ignore[list-item]
              uris=["s3://bucket/a", None, None])  # type: ignore[list-item]
     client(engine).create_collection("empty-collection", embedding_function=None)
+    bare = client(engine).create_collection("bare-vectors", embedding_function=None,
+                                            configuration={"hnsw": {"space": "ip"}})
+    bare.add(ids=["v1", "v2"], embeddings=[[0.5, -0.25], [1e-3, 7.0]])  # no documents, metadata or uris
     emptied = client(engine).create_collection("emptied-collection", embedding_function=None)
     emptied.add(ids=["gone"], embeddings=[[1.0, 2.0]])  # sets the dimension, which outlives the record
     emptied.delete(ids=["gone"])
@@ -234,7 +238,9 @@ def _dump(engine: ChromaEngine, dest: Path) -> tuple[Any, list[tuple[str, int, i
     return result, calls
 
 
-def test_dump_count_restore_round_trip_into_scratch(engine: ChromaEngine, tmp_path: Path) -> None:
+def test_dump_count_restore_round_trip_into_scratch(engine: ChromaEngine, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chroma_module, "ADD_BATCH_ROWS", 7)  # several pipelined batches per collection
     report = testdata.load_chroma(engine.settings, scale=30)  # real shape: 1536-d cosine
     add_odd_records(engine)
     ledger = client(engine).create_collection(chroma_namespace("_rpger_migrations"),
@@ -251,7 +257,7 @@ def test_dump_count_restore_round_trip_into_scratch(engine: ChromaEngine, tmp_pa
 
     result, calls = _dump(engine, tmp_path / "dump")
     expected = {**report.chroma_counts, "odd.values-1": 3, "empty-collection": 0, "emptied-collection": 0,
-                "rpger__migrations": 1}
+                "bare-vectors": 2, "rpger__migrations": 1}
     assert result.counts == expected
     assert result.point_in_time is False and result.notes
     assert result.server_version == engine.ping().server_version
