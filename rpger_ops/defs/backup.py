@@ -202,9 +202,12 @@ def back_up_new_set(context: dg.OpExecutionContext, stack: StackResource) -> str
     set_id = backup.start_set(settings, kind)
     context.instance.add_dynamic_partitions(BACKUP_SETS_PARTITION, [set_id])
     context.log.info(f"backup set {set_id} ({kind}) registered; materialising the chains")
-    result = dg.materialize(
-        [*CHAIN_ASSETS, *CHAIN_CHECKS], partition_key=set_id, instance=context.instance,
-        resources={"stack": StackResource()}, raise_on_error=False,
+    # Run the partitioned asset job itself (same process, same instance), so the UI
+    # shows a `backup_chains` run for this set with every materialisation and check.
+    from rpger_ops.definitions import defs
+
+    result = defs.resolve_job_def(backup_chains.name).execute_in_process(
+        instance=context.instance, partition_key=set_id, raise_on_error=False,
         tags={KIND_TAG: kind, "rpger/parent_run_id": context.run_id},
     )
     manifest = Catalog(settings.backup_dir).read(set_id)

@@ -45,7 +45,7 @@ def test_backup_all_then_verify_restore(settings_s3: Settings, monkeypatch: pyte
 
     # The chains ran as a partitioned run of the real assets.
     chains_run = next(r for r in instance.get_runs() if r.tags.get("rpger/parent_run_id") == result.run_id)
-    assert chains_run.tags["dagster/partition"] == set_id
+    assert chains_run.job_name == "backup_chains" and chains_run.tags["dagster/partition"] == set_id
     checks = check_evaluations(instance, chains_run.run_id)
     expected = {(f"{db}/archive", name) for db in ENGINE_NAMES for name in ("sha256", "readable", "counts")}
     expected |= {(f"{db}/offsite", "offsite_copy") for db in ENGINE_NAMES}
