@@ -34,14 +34,18 @@ from rpger_ops.restore import (
     LOCK_WAIT_S,
     Candidate,
     DatabaseRestore,
+    MigrationOutcome,
     RefusedError,
     RestoreError,
     SetSources,
+    State,
     database_locks,
     lock_owner,
+    migrate_stack,
+    migration_lines,
     parse_databases,
+    probe,
     restore_database,
-    run_migrations,
     write_marker,
 )
 from rpger_ops.schema import code_schema_version
@@ -49,25 +53,9 @@ from rpger_ops.schema import code_schema_version
 if TYPE_CHECKING:
     from rpger_ops.settings import Settings
 
-State = Literal["new", "emptied", "has_data", "not_ready"]
 Action = Literal["restored", "initialized_empty", "skipped", "warned", "failed"]
 # Outcomes after which the app may start.
 GOOD_ACTIONS: frozenset[str] = frozenset({"restored", "initialized_empty", "skipped", "warned"})
-
-
-def probe(engine: Engine) -> tuple[State, str]:
-    """The database's state and a one-line reason."""
-    try:
-        empty = engine.is_empty()
-        marker = engine.read_marker()
-    except NotReadyError as exc:
-        return "not_ready", str(exc)
-    if not empty:
-        return "has_data", "holds data"
-    if marker is None:
-        return "new", "no data and no stack marker: a new volume"
-    return "emptied", (f"no data but a stack marker from {marker.initialized_at or 'an earlier start'} "
-                       f"(stack {marker.stack_id}): emptied on purpose, not restoring")
 
 
 @dataclass
@@ -94,13 +82,12 @@ class DatabasePreseed:
 @dataclass
 class PreseedReport:
     databases: dict[str, DatabasePreseed] = field(default_factory=dict)
-    migrations_applied: list[int] | None = None  # None: not run (or no migrations module)
-    migration_error: str | None = None
+    migrations: MigrationOutcome = field(default_factory=MigrationOutcome)
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return bool(self.databases) and all(d.ok for d in self.databases.values()) and not self.migration_error
+        return bool(self.databases) and all(d.ok for d in self.databases.values()) and not self.migrations.error
 
     @property
     def not_ready(self) -> list[str]:
@@ -108,11 +95,8 @@ class PreseedReport:
 
     def lines(self) -> list[str]:
         out = [f"{d.db}: {d.state} -> {d.action}: {d.message}" for d in self.databases.values()]
-        if self.migrations_applied is not None:
-            out.append(f"migrations applied: {self.migrations_applied or 'none pending'}")
-        if self.migration_error:
-            out.append(f"FAILED: {self.migration_error}; run `rpger-ops migrate up` once the cause is fixed")
-        out += [f"note: {n}" for n in self.notes]
+        out += migration_lines(self.migrations)
+        out += [f"note: {n}" for n in dict.fromkeys(self.notes)]
         return out
 
 
@@ -142,19 +126,10 @@ def preseed(settings: Settings, dbs: Iterable[str] | None = None, progress: Prog
 
 
 def migrate_after(report: PreseedReport, settings: Settings, progress: Progress = no_progress) -> None:
-    """Pending migrations once every database is seeded. Not before: the runner
-    writes the marker of all three databases, and a marker on one still waiting
-    for its restore would make it look emptied on purpose."""
+    """Pending migrations after a successful seed (see `restore.migrate_stack`)."""
     seeded = any(d.action in ("restored", "initialized_empty") for d in report.databases.values())
-    if not seeded:
-        return
-    if not report.ok:
-        report.notes.append("migrations deferred: not every database is seeded yet")
-        return
-    try:
-        report.migrations_applied = run_migrations(settings, progress)
-    except Exception as exc:  # the data is there; the schema step is what failed
-        report.migration_error = f"pending migrations failed: {type(exc).__name__}: {exc}"
+    if seeded and report.ok:
+        report.migrations = migrate_stack(settings, progress)
 
 
 def _leave_alone(name: str, state: State, reason: str) -> DatabasePreseed:
@@ -172,8 +147,8 @@ def _seed_locked(settings: Settings, name: EngineName, engine: Engine, sources: 
             state, reason = probe(engine)
             if state != "new":
                 # Another preseed got here first (or the server went away).
-                return _leave_alone(name, state, f"{reason} (after waiting for a concurrent preseed)"
-                                    if state != "not_ready" else reason)
+                return _leave_alone(name, state, f"{reason} (seen when re-checked under the lock: "
+                                    "a concurrent preseed got there first)" if state != "not_ready" else reason)
             return _seed(settings, name, engine, sources, progress, keepalive)
     except NotReadyError as exc:
         return DatabasePreseed(name, "not_ready", "skipped", str(exc))

@@ -37,6 +37,7 @@ from rpger_ops.engines.base import (
     Engine,
     EngineError,
     EngineName,
+    NotReadyError,
     Progress,
     StackMarker,
     no_progress,
@@ -385,18 +386,69 @@ def write_marker(engine: Engine, settings: Settings, schema_version: int) -> Non
     engine.write_marker(StackMarker(stack_id=settings.stack_id, schema_version=schema_version))
 
 
-def run_migrations(settings: Settings, progress: Progress = no_progress) -> list[int] | None:
-    """Apply pending migrations when the migrations module exists (None otherwise)."""
+# --- what a database holds, and migrations -----------------------------------------
+
+State = Literal["new", "emptied", "has_data", "not_ready"]
+
+
+def probe(engine: Engine) -> tuple[State, str]:
+    """The database's state and a one-line reason (see preseed.py for what each means)."""
+    try:
+        empty = engine.is_empty()
+        marker = engine.read_marker()
+    except NotReadyError as exc:
+        return "not_ready", str(exc)
+    if not empty:
+        return "has_data", "holds data"
+    if marker is None:
+        return "new", "no data and no stack marker: a new volume"
+    return "emptied", (f"no data but a stack marker from {marker.initialized_at or 'an earlier start'} "
+                       f"(stack {marker.stack_id}): emptied on purpose, not restoring")
+
+
+def waiting_databases(settings: Settings) -> dict[str, State]:
+    """Databases of the stack still waiting for a preseed (new) or unreachable."""
+    waiting: dict[str, State] = {}
+    for name in ENGINE_NAMES:
+        engine = build_engine(name, settings)
+        try:
+            state, _ = probe(engine)
+        finally:
+            engine.close()
+        if state in ("new", "not_ready"):
+            waiting[name] = state
+    return waiting
+
+
+@dataclass
+class MigrationOutcome:
+    applied: list[int] | None = None  # None: not run
+    deferred: str | None = None
+    error: str | None = None
+
+
+def migrate_stack(settings: Settings, progress: Progress = no_progress) -> MigrationOutcome:
+    """Apply pending migrations once no database of the stack waits for its
+    restore. The runner writes the stack marker of all three databases, and a
+    marker on a database still waiting would make it look emptied on purpose,
+    so it never runs early; the last restore or preseed of the stack runs it."""
     try:  # the migrations issue may not have landed in this build
         migrate = importlib.import_module("rpger_ops.migrate")
     except ModuleNotFoundError as exc:
         if exc.name != "rpger_ops.migrate":
             raise
-        return None
+        return MigrationOutcome()
+    waiting = waiting_databases(settings)
+    if waiting:
+        what = ", ".join(f"{n} is {'a new volume' if s == 'new' else 'not ready'}" for n, s in waiting.items())
+        return MigrationOutcome(deferred=f"migrations deferred until every database is seeded ({what})")
     progress("applying pending migrations", 0, None)
-    applied = list(migrate.apply_pending(settings))
+    try:
+        applied = list(migrate.apply_pending(settings, progress=progress))
+    except Exception as exc:  # the data is back; the schema step is what failed
+        return MigrationOutcome(error=f"pending migrations failed: {_safe(exc)}")
     progress(f"migrations applied: {applied or 'none pending'}", 1, 1)
-    return applied
+    return MigrationOutcome(applied)
 
 
 # --- locks ----------------------------------------------------------------------------
@@ -447,24 +499,30 @@ class RestoreReport:
     set_id: str | None
     databases: dict[str, DatabaseRestore] = field(default_factory=dict)
     safety_set_id: str | None = None
-    migrations_applied: list[int] | None = None  # None: no migrations module in this build
-    migration_error: str | None = None
+    migrations: MigrationOutcome = field(default_factory=MigrationOutcome)
     notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return bool(self.databases) and all(d.ok for d in self.databases.values()) and not self.migration_error
+        return bool(self.databases) and all(d.ok for d in self.databases.values()) and not self.migrations.error
 
     def lines(self) -> list[str]:
         out = [d.summary() for d in self.databases.values()]
-        if self.migration_error:
-            out.append(f"FAILED: {self.migration_error}; run `rpger-ops migrate up` once the cause is fixed")
         if self.safety_set_id:
             out.append(f"safety backup of the replaced contents: set {self.safety_set_id}")
-        if self.migrations_applied is not None:
-            out.append(f"migrations applied: {self.migrations_applied or 'none pending'}")
-        out += [f"note: {n}" for n in self.notes]
+        out += migration_lines(self.migrations)
+        out += [f"note: {n}" for n in dict.fromkeys(self.notes)]
         return out
+
+
+def migration_lines(outcome: MigrationOutcome) -> list[str]:
+    if outcome.error:
+        return [f"FAILED: {outcome.error}; run `rpger-ops migrate up` once the cause is fixed"]
+    if outcome.deferred:
+        return [f"note: {outcome.deferred}"]
+    if outcome.applied is not None:
+        return [f"migrations applied: {outcome.applied or 'none pending'}"]
+    return []
 
 
 def parse_databases(dbs: Iterable[str] | None) -> list[EngineName]:
@@ -514,10 +572,7 @@ def restore_set(settings: Settings, set_ref: str = "latest", dbs: Iterable[str] 
             finally:
                 shutil.rmtree(work, ignore_errors=True)
         if report.ok:
-            try:
-                report.migrations_applied = run_migrations(settings, progress)
-            except Exception as exc:  # the data is back; the schema step is what failed
-                report.migration_error = f"pending migrations failed after the restore: {_safe(exc)}"
+            report.migrations = migrate_stack(settings, progress)
         report.notes += sources.notes
         return report
     finally:

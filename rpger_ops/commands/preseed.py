@@ -36,7 +36,7 @@ def main(argv: list[str]) -> int:
         return fail(PROG, str(exc))
     if args.json:
         print(json.dumps({"ok": report.ok, "databases": {n: d.as_dict() for n, d in report.databases.items()},
-                          "migrations_applied": report.migrations_applied, "notes": report.notes}, indent=2))
+                          "migrations": vars(report.migrations), "notes": report.notes}, indent=2))
     else:
         for line in report.lines():
             print(line)
@@ -44,7 +44,7 @@ def main(argv: list[str]) -> int:
         return fail(PROG, f"not ready after {args.timeout:.0f}s: {', '.join(report.not_ready)}; nothing was changed there")
     if not report.ok:
         problems = [f"{n}: {d.message}" for n, d in report.databases.items() if not d.ok]
-        if report.migration_error:
-            problems.append(report.migration_error)
+        if report.migrations.error:
+            problems.append(report.migrations.error)
         return fail(PROG, "preseed FAILED: " + "; ".join(problems))
     return 0

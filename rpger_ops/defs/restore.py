@@ -10,8 +10,8 @@ import dagster as dg
 
 from rpger_ops.defs.resources import StackResource
 from rpger_ops.engines import ENGINE_NAMES, build_engine
-from rpger_ops.preseed import State, preseed, probe, sensor_step
-from rpger_ops.restore import RestoreError, restore_set
+from rpger_ops.preseed import preseed, sensor_step
+from rpger_ops.restore import RestoreError, State, probe, restore_set
 
 
 class RestoreConfig(dg.Config):  # type: ignore[misc]
@@ -69,8 +69,8 @@ def preseed_databases(context: dg.OpExecutionContext, config: PreseedConfig, sta
         (context.log.info if "WARNING" not in line else context.log.warning)(line)
     if not report.ok:
         problems = [f"{n}: {d.message}" for n, d in report.databases.items() if not d.ok]
-        if report.migration_error:
-            problems.append(report.migration_error)
+        if report.migrations.error:
+            problems.append(report.migrations.error)
         raise dg.Failure(description="; ".join(problems))
     return json.dumps({n: d.action for n, d in report.databases.items()})
 

@@ -222,3 +222,23 @@ def test_startup_gate_exit_codes(settings: Settings, tmp_path: Path, mongo_endpo
     assert cli.main(["preseed", "--db", "redis", "--timeout", "1"]) == 1
     err = capsys.readouterr().err
     assert "not ready after 1s: redis" in err and "nothing was changed" in err
+
+
+def test_migrations_wait_until_every_database_is_seeded(settings: Settings) -> None:
+    # The migration runner writes all three markers: run early, it would turn a
+    # database still waiting for its preseed into an "emptied" one.
+    testdata.load_all(settings, scale=20)
+    take_set(settings)
+    new_volume(settings)
+    first = preseed(settings, ["mongo"])
+    assert first.ok and first.databases["mongo"].action == "restored"
+    assert first.migrations.applied is None
+    assert "redis is a new volume" in (first.migrations.deferred or "")
+    for name in ("redis", "chroma"):
+        assert marker_of(settings, name) is None
+    rest = preseed(settings, ["redis", "chroma"])
+    assert {d.action for d in rest.databases.values()} == {"restored"}
+    assert rest.migrations.deferred is None and rest.migrations.applied == []  # the set was migrated
+    for name in ENGINE_NAMES:
+        marker = marker_of(settings, name)
+        assert marker is not None and marker.schema_version == code_schema_version()
