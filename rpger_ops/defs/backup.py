@@ -22,6 +22,7 @@ Jobs:
   compare digests).
 """
 
+import time
 import warnings
 from typing import Any
 
@@ -38,9 +39,17 @@ GROUP = "backups"
 KIND_TAG = "rpger/backup_kind"
 
 
-def _progress(context: Any) -> backup.Progress:
+def _progress(context: Any, every_s: float = 2.0) -> backup.Progress:
+    """Progress into the run log: every step start/end, otherwise at most one line
+    per `every_s` (engines report per batch)."""
+    last = [0.0]
+
     def progress(message: str, done: int, total: int | None) -> None:
-        context.log.info(message if total is None else f"{message} [{done}/{total}]")
+        now = time.monotonic()
+        boundary = total is None or done == 0 or done >= total
+        if boundary or now - last[0] >= every_s:
+            last[0] = now
+            context.log.info(message if total is None else f"{message} [{done}/{total}]")
 
     return progress
 
