@@ -538,3 +538,25 @@ def test_counts_of_a_dump_do_not_change_when_a_lock_in_it_expires(engine: RedisE
     with engine.scratch() as scratch:
         restored = scratch.restore(dest)
         assert restored.counts == result.counts and restored.notes == []
+
+
+def test_target_killed_mid_restore_raises(engine: RedisEngine, second: RedisEngine,
+                                          second_endpoint: Any, tmp_path: Path) -> None:
+    c = client(engine)
+    pipe = c.pipeline(transaction=False)
+    for i in range(3_000):  # three restore batches
+        pipe.set(f"k:{i}", "v")
+    pipe.execute()
+    dest = tmp_path / "dump"
+    dest.mkdir()
+    engine.dump(dest)
+    seen: list[int] = []
+
+    def kill_after_first_batch(message: str, done: int, total: int | None) -> None:
+        seen.append(done)
+        if second_endpoint.server.proc is not None:
+            second_endpoint.server.kill()
+
+    with pytest.raises(EngineError):
+        second.restore(dest, kill_after_first_batch)
+    assert seen and seen[0] < 3_000
