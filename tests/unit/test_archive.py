@@ -52,6 +52,9 @@ def test_level_changes_size_and_same_input_same_content(dump_dir: Path, tmp_path
     fast = create_archive(dump_dir, tmp_path / "a.tar.zst", level=1)
     small = create_archive(dump_dir, tmp_path / "b.tar.zst", level=19)
     assert small.bytes < fast.bytes
+    # Same files, same level -> byte-identical archive (an off-site re-upload is skipped).
+    again = create_archive(dump_dir, tmp_path / "c.tar.zst", level=1)
+    assert again == fast
 
 
 def test_refuses_to_overwrite(dump_dir: Path, tmp_path: Path) -> None:
