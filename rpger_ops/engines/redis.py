@@ -394,7 +394,8 @@ class RedisEngine:
             if db == 0:  # db0 holds the marker and locks
                 self._call("delete keys in db0", partial(_unlink_data, client))
             else:
-                self._call(f"flush db{db}", client.flushdb)
+                # ASYNC: the keys are gone at once, their memory is freed in the background.
+                self._call(f"flush db{db}", partial(client.flushdb, asynchronous=True))
         with suppress(redis.ResponseError):  # pre-7.0 servers have no functions
             self._client().function_flush()
 
