@@ -62,6 +62,10 @@ class IrreversibleError(MigrateError):
     pass
 
 
+class TargetError(MigrateError):
+    """The requested target version is not one this code can reach."""
+
+
 class MigrationFailed(MigrateError):
     def __init__(self, message: str, version: int, applied: list[int]) -> None:
         super().__init__(message)
@@ -115,6 +119,16 @@ class Status:
                        + f" but code latest is {self.latest}; upgrade rpger-ops")
         return out
 
+    def lines(self) -> list[str]:
+        marks = ", ".join(f"{k} {'-' if v is None else v}" for k, v in self.markers.items())
+        out = [f"schema version {self.current} (code ships {self.latest}); stack markers: {marks}"]
+        out.append("applied:" if self.applied else "applied: none")
+        out += [f"  {e.version:04d} {e.name:<32} {e.applied_at}  {e.duration_s:.2f} s" for e in self.applied]
+        out.append("pending:" if self.pending else "pending: none")
+        out += [f"  {m.label}" for m in self.pending]
+        out += [f"PROBLEM: {p}" for p in self.problems()]
+        return out
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "current": self.current, "latest": self.latest,
@@ -141,6 +155,12 @@ class RunReport:
     applied: list[int]  # versions run, in order (down: in the order they were reverted)
     seconds: float
     notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        ran = ", ".join(f"{v:04d}" for v in self.applied) or "nothing to do"
+        out = [f"migrate {self.direction}: {ran}; schema version {self.from_version} -> {self.to_version} "
+               f"in {self.seconds:.1f} s"]
+        return out + [f"note: {n}" for n in self.notes]
 
 
 # --- reading state -------------------------------------------------------------
@@ -206,11 +226,14 @@ def status(settings: Settings, registry: Registry | None = None) -> Status:
 
 
 def plan(settings: Settings, target: int | None = None, registry: Registry | None = None,
-         direction: Direction = "up") -> list[Step]:
-    """What `up` (to target or latest) or `down` (to target) would run, in order."""
+         direction: Direction | None = None) -> list[Step]:
+    """What `up` (to target or latest) or `down` (to target) would run, in order.
+    Without a direction: down when the target is below the current version."""
     reg = _registry(registry)
     st = status(settings, reg)
     _refuse_problems(st)
+    if direction is None:
+        direction = "down" if target is not None and target < st.current else "up"
     return _steps(st, reg, target, direction)
 
 
@@ -218,10 +241,10 @@ def _steps(st: Status, reg: Registry, target: int | None, direction: Direction) 
     if direction == "up":
         goal = reg.latest_version() if target is None else target
         if goal > reg.latest_version() or goal < 0:
-            raise MigrateError(f"target {goal} is outside 0..{reg.latest_version()} (the versions this code ships)")
+            raise TargetError(f"target {goal} is outside 0..{reg.latest_version()} (the versions this code ships)")
         return [Step(m.version, m.name, "up") for m in st.pending if m.version <= goal]
-    if target is None or target < 0:
-        raise MigrateError("down needs a target version >= 0 (e.g. --to 1)")
+    if target is None or not 0 <= target <= reg.latest_version():
+        raise TargetError(f"down needs a target version in 0..{reg.latest_version()} (e.g. --to 1)")
     to_revert = [e for e in reversed(st.applied) if e.version > target]
     steps = []
     for entry in to_revert:
