@@ -75,6 +75,13 @@ def client(engine: RedisEngine, db: int = 0) -> redis.Redis:
     return redis_client(engine.settings, db=db)
 
 
+def own_server(endpoint: Any) -> Any:
+    """The harness-started server behind an endpoint; fault tests skip on an external one."""
+    if endpoint.server is None:
+        pytest.skip("needs a server this test may stop or kill (not RPGER_TEST_REDIS_URL)")
+    return endpoint.server
+
+
 def wait_until_gone(engine: RedisEngine, key: str, limit_s: float = 10.0) -> None:
     """Until a key with a TTL has expired (polling, so a slow machine only waits longer)."""
     c = client(engine)
@@ -132,7 +139,7 @@ def test_wrong_password_is_not_ready_and_never_shown(redis_endpoint: Any, tmp_pa
 
 def test_unreachable_server_is_not_ready_rather_than_empty(redis_endpoint: Any, tmp_path: Path) -> None:
     settings = settings_for(redis_endpoint, tmp_path, REDIS_SOCKET_CONNECT_TIMEOUT=1, REDIS_RETRY_ON_TIMEOUT=False)
-    redis_endpoint.server.stop()
+    own_server(redis_endpoint).stop()
     engine = RedisEngine(settings)
     with pytest.raises(NotReadyError):
         engine.is_empty()
@@ -399,6 +406,7 @@ def test_restore_refuses_a_damaged_dump_and_writes_nothing(dumped: Path, second:
 
 
 def test_server_killed_while_preparing_the_snapshot(redis_endpoint: Any, tmp_path: Path) -> None:
+    own_server(redis_endpoint)
     settings = settings_for(redis_endpoint, tmp_path)
     client_ = redis_client(settings)
     client_.config_set("repl-diskless-sync-delay", 5)  # the default: keep-alives before the payload
@@ -419,6 +427,7 @@ def test_server_killed_while_preparing_the_snapshot(redis_endpoint: Any, tmp_pat
 
 
 def test_server_killed_mid_transfer(redis_endpoint: Any, tmp_path: Path) -> None:
+    own_server(redis_endpoint)
     settings = settings_for(redis_endpoint, tmp_path)
     c = redis_client(settings)
     c.config_set("repl-diskless-sync-delay", 0)
