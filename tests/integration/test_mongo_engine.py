@@ -76,11 +76,15 @@ def fixed_rpger_documents(scale: int) -> dict[str, list[dict[str, Any]]]:
 
 
 def load(engine: MongoEngine, docs: dict[str, list[dict[str, Any]]], reverse: bool = False) -> None:
-    for name, items in docs.items():
+    """Insert the documents; `reverse` inserts collections, documents and indexes in the
+    opposite order (indexes before data), which must not change the digest."""
+    for name, items in (reversed(docs.items()) if reverse else docs.items()):
         coll = engine.db[name]
-        ordered = list(reversed(items)) if reverse else items
-        coll.insert_many([dict(d) for d in ordered])
-        for keys, unique in testdata.MONGO_INDEXES.get(name, []):
+        indexes = testdata.MONGO_INDEXES.get(name, [])
+        for keys, unique in (reversed(indexes) if reverse else []):
+            coll.create_index(keys, unique=unique)
+        coll.insert_many([dict(d) for d in (reversed(items) if reverse else items)])
+        for keys, unique in ([] if reverse else indexes):
             coll.create_index(keys, unique=unique)
 
 
