@@ -275,12 +275,18 @@ def test_digest_changes_with_each_single_change(engine: RedisEngine, change: str
 
 # --- dump, count, restore ------------------------------------------------------
 
+LIBRARY = "#!lua name=rpger_test\nredis.register_function('rpger_ping', function() return 'pong' end)"
+
+
 def test_dump_count_restore_into_scratch_round_trip(engine: RedisEngine, tmp_path: Path) -> None:
     testdata.load_redis(engine.settings, scale=SCALE)
     load_extras(engine)
     engine.write_marker(StackMarker("src", 1))
     engine.acquire_lock("backup", "me", 60)
+    without_function = engine.digest()
+    client(engine).function_load(LIBRARY)
     source_digest = engine.digest()
+    assert source_digest != without_function
     dest = tmp_path / "dump"
     dest.mkdir()
     calls: list[tuple[str, int, int | None]] = []
@@ -299,7 +305,8 @@ def test_dump_count_restore_into_scratch_round_trip(engine: RedisEngine, tmp_pat
         assert scratch.is_empty()
         restored = scratch.restore(dest)
         assert restored.counts == result.counts
-        assert restored.notes == []
+        assert restored.notes == ["restored 1 function libraries"]
+        assert client(scratch).fcall("rpger_ping", 0) == b"pong"
         assert scratch.digest() == source_digest
         assert scratch.read_marker() is None  # stack state stays with its stack
         assert scratch.acquire_lock("backup", "someone-else", 10)
