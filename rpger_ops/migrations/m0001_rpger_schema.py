@@ -87,7 +87,7 @@ def down(ctx: MigrationContext) -> None:
         existing = {c.name for c in ctx.chroma.list_collections()}
         if name not in existing:
             continue
-        if ctx.chroma.get_collection(name).count() == 0:
+        if ctx.chroma.get_collection(name, embedding_function=None).count() == 0:  # type: ignore[arg-type]
             ctx.chroma.delete_collection(name)
         else:
             ctx.note(f"chroma {name}: kept (holds records)")
