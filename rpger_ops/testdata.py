@@ -116,6 +116,11 @@ def mongo_documents(scale: int, seed: int = 7) -> dict[str, list[dict[str, Any]]
                 "created_at": _iso(base + timedelta(seconds=i)), "updated_at": _iso(base + timedelta(days=1, seconds=i)),
             })
         docs[coll] = items
+    # Fixed _ids: the same seed gives byte-identical documents (and digests) everywhere.
+    id_rnd = random.Random(seed + 1)
+    for documents in docs.values():
+        for d in documents:
+            d.setdefault("_id", ObjectId(id_rnd.randbytes(12)))
     return docs
 
 
@@ -169,7 +174,7 @@ def load_redis(settings: Settings, scale: int = 50, seed: int = 7, second_db: in
         pipe.pexpire("session:abc", 7_200_000)
         pipe.sadd("online:users", *[f"user{i}" for i in range(5)])
         pipe.zadd("leaderboard:xp", {f"Hero {i}": float(rnd.randrange(10**6)) for i in range(10)})
-        pipe.xadd("events:dice", {"roll": "1d20", "result": "17"})
+        pipe.xadd("events:dice", {"roll": "1d20", "result": "17"}, id="1700000000000-0")
         pipe.set("bin:blob", bytes(range(256)))
         report.redis_keys += 10
         pipe.execute()

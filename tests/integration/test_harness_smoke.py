@@ -54,3 +54,22 @@ def test_the_four_servers_are_the_real_ones(settings, s3_endpoint, mongo_endpoin
     for ep in (mongo_endpoint, chroma_endpoint, s3_endpoint):
         if ep.server is not None:
             assert ep.server.proc is not None and ep.server.proc.pid > 0
+
+
+def test_generator_is_deterministic_across_databases(tmp_path, mongo_endpoint, redis_factory, chroma_endpoint):
+    """Same seed, two separate targets -> identical content, so digests can be compared."""
+    from conftest import make_settings
+
+    from rpger_ops.engines import build_engine
+
+    a = make_settings(tmp_path, mongo_endpoint, redis_factory(), chroma_endpoint)
+    b = make_settings(tmp_path, mongo_endpoint, redis_factory(), chroma_endpoint)
+    for s in (a, b):
+        testdata.load_all(s, scale=15)
+    for name in ("mongo", "redis", "chroma"):
+        ea, eb = build_engine(name, a), build_engine(name, b)
+        try:
+            assert ea.digest() == eb.digest(), name
+        finally:
+            ea.close()
+            eb.close()
