@@ -29,10 +29,12 @@ from typing import Any
 import dagster as dg
 
 from rpger_ops import backup
+from rpger_ops.alerts import Alerter
 from rpger_ops.catalog import VERIFIED, Catalog, CatalogError
 from rpger_ops.defs.partitions import BACKUP_SETS_PARTITION, backup_sets
 from rpger_ops.defs.resources import StackResource
 from rpger_ops.engines.base import ENGINE_NAMES, EngineName
+from rpger_ops.monitoring import Finding, shrink_finding
 from rpger_ops.settings import ConfigError, Settings, load_settings
 
 GROUP = "backups"
@@ -127,6 +129,9 @@ def backup_chain(db: EngineName) -> tuple[list[dg.AssetsDefinition], list[dg.Ass
              for name, text in (("sha256", "The archive's sha256 equals the manifest's."),
                                 ("readable", "The archive decompresses and the engine parses the dump."),
                                 ("counts", "Items per namespace in the archive equal those dumped."))]
+    specs.append(_partitioned_check_spec(
+        "not_shrunk", archive_key, "Items and archive size not below RPGER_SHRINK_ALERT_RATIO x the previous "
+        "verified set (WARN; alerts once)."))
 
     @dg.multi_asset_check(specs=specs, name=f"{db}_archive_checks", op_tags=tags,
                           description=f"Integrity of the {db} archive; a failure marks the entry failed "
@@ -140,6 +145,16 @@ def backup_chain(db: EngineName) -> tuple[list[dg.AssetsDefinition], list[dg.Ass
         for outcome in outcomes:
             yield dg.AssetCheckResult(asset_key=archive_key, check_name=outcome.name, passed=outcome.passed,
                                       description=outcome.description, metadata={"set_id": set_id})
+        # A sharp drop is suspicious, not invalid: flag it (WARN) and alert, don't block.
+        settings = stack.settings()
+        try:
+            shrink = shrink_finding(settings, set_id, db)
+        except CatalogError as exc:
+            shrink = Finding(True, f"not compared: {exc}")
+        Alerter(settings).update(f"shrunk:{db}", not shrink.ok, shrink.summary, shrink.details, severity="warning")
+        yield dg.AssetCheckResult(asset_key=archive_key, check_name="not_shrunk", passed=shrink.ok,
+                                  severity=dg.AssetCheckSeverity.WARN, description=shrink.summary,
+                                  metadata={"set_id": set_id})
 
     offsite_spec = _partitioned_check_spec("offsite_copy", offsite_key,
                                            "An off-site copy with the archive's sha256 exists.")
@@ -304,7 +319,9 @@ def _schedule_settings() -> tuple[str, str]:
 def _backup_schedule() -> dg.ScheduleDefinition:
     cron, tz = _schedule_settings()
 
+    # On by default: a backup schedule someone forgot to switch on is the classic way to have none.
     @dg.schedule(name="backup_schedule", job=backup_chains, cron_schedule=cron, execution_timezone=tz,
+                 default_status=dg.DefaultScheduleStatus.RUNNING,
                  description="Take a new backup set (RPGER_BACKUP_CRON, default daily 03:00).")
     def backup_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
         from rpger_ops.catalog import new_set_id
