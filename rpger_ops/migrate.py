@@ -62,6 +62,10 @@ class IrreversibleError(MigrateError):
     pass
 
 
+class OrderError(MigrateError):
+    """A pending migration is numbered below an applied one."""
+
+
 class TargetError(MigrateError):
     """The requested target version is not one this code can reach."""
 
@@ -102,7 +106,7 @@ class Status:
 
     @property
     def ok(self) -> bool:
-        return not self.drift and not self.unknown
+        return not self.problems()
 
     def problems(self) -> list[str]:
         out = [f"checksum drift: migration {d.version:04d} {d.name} was applied with checksum "
@@ -112,6 +116,12 @@ class Status:
             names = ", ".join(f"{e.version:04d} {e.name}" for e in self.unknown)
             out.append(f"data newer than code: the ledger has migration(s) {names} that this code "
                        f"does not ship (code latest is {self.latest}); upgrade rpger-ops")
+        late = [m for m in self.pending if m.version < self.current]
+        if late:
+            out.append("out of order: pending migration(s) "
+                       + ", ".join(m.label for m in late)
+                       + f" are older than the applied version {self.current}; new migrations go at the end "
+                       "(renumber them above the latest)")
         newer = {k: v for k, v in self.markers.items() if v is not None and v > self.latest}
         if newer:
             out.append("data newer than code: stack marker(s) "
@@ -261,7 +271,11 @@ def _refuse_problems(st: Status) -> None:
     problems = st.problems()
     if not problems:
         return
-    cls: type[MigrateError] = DriftError if st.drift else UnknownVersionError
+    cls: type[MigrateError] = OrderError
+    if st.drift:
+        cls = DriftError
+    elif st.unknown or any(v is not None and v > st.latest for v in st.markers.values()):
+        cls = UnknownVersionError
     raise cls("refusing to migrate: " + "; ".join(problems))
 
 
@@ -297,9 +311,9 @@ def migrate(settings: Settings, direction: Direction, target: int | None = None,
                 done.append(step.version)
         finally:
             ctx.close()
-            version = current_version(settings)
-            _write_markers(settings, engines, version)
-        return RunReport(direction=direction, from_version=st.current, to_version=version, applied=done,
+            version = _settle_markers(settings, engines)
+        return RunReport(direction=direction, from_version=st.current,
+                         to_version=st.current if version is None else version, applied=done,
                          seconds=round(time.monotonic() - started, 3), notes=ctx.notes)
 
 
@@ -341,6 +355,18 @@ def _record(settings: Settings, migration: Migration, direction: Direction, dura
             ledger.delete_one({"_id": migration.version})
     finally:
         client.close()
+
+
+def _settle_markers(settings: Settings, engines: dict[EngineName, Engine]) -> int | None:
+    """Write the ledger's version into the markers; never masks the run's own error."""
+    try:
+        version = current_version(settings)
+        _write_markers(settings, engines, version)
+        return version
+    except Exception as exc:
+        log.warning("could not record the schema version in the stack markers (%s); "
+                    "the next migrate run writes them", type(exc).__name__)
+        return None
 
 
 def _write_markers(settings: Settings, engines: dict[EngineName, Engine], version: int) -> None:

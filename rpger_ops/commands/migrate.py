@@ -20,7 +20,8 @@ from rpger_ops.engines.base import EngineError
 from rpger_ops.settings import load_settings
 
 PROG = "rpger-ops migrate"
-REFUSED = (migrate.DriftError, migrate.UnknownVersionError, migrate.LockHeldError, migrate.IrreversibleError)
+REFUSED = (migrate.DriftError, migrate.UnknownVersionError, migrate.OrderError, migrate.LockHeldError,
+           migrate.IrreversibleError)
 
 
 def _parser() -> argparse.ArgumentParser:

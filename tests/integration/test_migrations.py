@@ -10,6 +10,7 @@ from migrations_support import load, registry
 from rpger_ops import migrate, testdata
 from rpger_ops.connect import chroma_client, mongo_client
 from rpger_ops.engines import build_engine
+from rpger_ops.engines.base import StackMarker
 from rpger_ops.migrations import m0001_rpger_schema as m0001
 from rpger_ops.migrations.base import MigrationContext
 from rpger_ops.schema import code_schema_version
@@ -153,6 +154,25 @@ def test_unknown_ledger_version_is_refused_as_data_newer_than_code(settings):
     st = migrate.status(settings)
     assert [e.version for e in st.unknown] == [7]
     with pytest.raises(migrate.UnknownVersionError, match="data newer than code: .*0007 from_newer_code.*upgrade"):
+        migrate.apply_pending(settings)
+
+
+def test_migration_numbered_below_an_applied_one_is_refused(settings):
+    assert migrate.apply_pending(settings, registry=registry("m0003_noop")) == [1, 3]
+    reg = registry("m0002_notes_index", "m0003_noop")
+    with pytest.raises(migrate.OrderError, match="out of order: pending migration.s. 0002 notes_index_by_created"):
+        migrate.apply_pending(settings, registry=reg)
+    assert "userId_1" in index_specs(settings, "notes")  # 0002 did not run
+
+
+def test_markers_newer_than_code_are_refused(settings):
+    migrate.apply_pending(settings)
+    engine = build_engine("redis", settings)
+    try:
+        engine.write_marker(StackMarker(settings.stack_id, 5))
+    finally:
+        engine.close()
+    with pytest.raises(migrate.UnknownVersionError, match="stack marker.s. redis at 5 but code latest is 1"):
         migrate.apply_pending(settings)
 
 
