@@ -11,6 +11,7 @@ state. Per database:
                the other native commands / collection.add in max-size batches
   load         Engine.restore of the backup set's dump (what a restore does)
   restore      restore_set end to end: sha256 + extract + load + digest check + marker
+               + the pending-migrations check (nothing pending: the source is migrated)
 
 Then three fresh servers (new data directories) and the time from "three empty
 databases" to "preseeded and healthy" (preseed + health check).
@@ -29,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rpger_ops import devservers, testdata
+from rpger_ops import devservers, migrate, testdata
 from rpger_ops.connect import chroma_admin, chroma_client, mongo_client, redis_client
 from rpger_ops.engines import build_engine
 from rpger_ops.engines.base import ENGINE_NAMES, EngineName
@@ -174,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                 "redis": timed(lambda: raw_load_redis(s, args.scale, cache)),
                 "chroma": timed(lambda: raw_load_chroma(s, records)),
             }
+            # A live stack is migrated: the restores below then have nothing pending.
+            migrate.apply_pending(s)
             backup_s, set_id = timed(lambda: take_backup_set(s, kind="manual", offsite=False))
             results["backup_seconds"] = backup_s
             for name in ENGINE_NAMES:

@@ -353,10 +353,10 @@ def restore_database(engine: Engine, db: str, candidates: Sequence[Candidate], s
             result = engine.restore(dump_dir, tick)
             loaded = time.monotonic()
             digest = engine.digest()
-        except EngineError as exc:
+        except Exception as exc:  # whatever broke, partial data must not look like a seeded database
             _wipe_quietly(engine, db)
             return DatabaseRestore(db, "failed", cand.set_id, cand.origin, notes=notes,
-                                   error=f"loading {cand.label} failed: {exc}; the partial load was removed")
+                                   error=f"loading {cand.label} failed: {_safe(exc)}; the partial load was removed")
         finally:
             shutil.rmtree(dump_dir, ignore_errors=True)
         expected = entry.get("source_digest")
@@ -551,33 +551,42 @@ def restore_set(settings: Settings, set_ref: str = "latest", dbs: Iterable[str] 
     report = RestoreReport(set_id)
     engines = {n: build_engine(n, settings) for n in names}
     try:
-        with database_locks(engines, lock_owner("restore"), wait_s=lock_wait_s, on_wait=progress) as keepalive:
-            occupied = {n: describe_contents(e) for n, e in engines.items() if not e.is_empty()}
-            if occupied and not force:
-                held = "; ".join(f"{n} holds {what}" for n, what in occupied.items())
-                raise RefusedError(f"refusing to restore over existing data: {held}. "
-                                   "Use --force (run config force: true) to take a safety backup and replace it.")
-            if occupied:
-                report.safety_set_id = _safety_backup(settings, list(occupied), progress)
-                for n in occupied:
-                    progress(f"{n}: removing current data (safety set {report.safety_set_id})", 0, None)
-                    engines[n].wipe()
-            work = sources.catalog.work_dir("restore")
-            try:
-                for n, engine in engines.items():
-                    outcome = restore_database(engine, n, candidates, sources, work, progress, keepalive)
-                    report.databases[n] = outcome
-                    if outcome.ok:
-                        write_marker(engine, settings, outcome.schema_version or 0)
-            finally:
-                shutil.rmtree(work, ignore_errors=True)
-        if report.ok:
-            report.migrations = migrate_stack(settings, progress)
-        report.notes += sources.notes
-        return report
+        _restore_locked(settings, engines, candidates, sources, report, force, progress, lock_wait_s)
+    except EngineError as exc:  # unreachable, or a wipe failed: say where things stand
+        kept = f" (the replaced data is in safety set {report.safety_set_id})" if report.safety_set_id else ""
+        raise RestoreError(f"restore of set {set_id} stopped: {exc}{kept}") from None
     finally:
         for e in engines.values():
             e.close()
+    if report.ok:
+        report.migrations = migrate_stack(settings, progress)
+    report.notes += sources.notes
+    return report
+
+
+def _restore_locked(settings: Settings, engines: dict[EngineName, Engine], candidates: list[Candidate],
+                    sources: SetSources, report: RestoreReport, force: bool, progress: Progress,
+                    lock_wait_s: float) -> None:
+    with database_locks(engines, lock_owner("restore"), wait_s=lock_wait_s, on_wait=progress) as keepalive:
+        occupied = {n: describe_contents(e) for n, e in engines.items() if not e.is_empty()}
+        if occupied and not force:
+            held = "; ".join(f"{n} holds {what}" for n, what in occupied.items())
+            raise RefusedError(f"refusing to restore over existing data: {held}. "
+                               "Use --force (run config force: true) to take a safety backup and replace it.")
+        if occupied:
+            report.safety_set_id = _safety_backup(settings, list(occupied), progress)
+            for n in occupied:
+                progress(f"{n}: removing current data (safety set {report.safety_set_id})", 0, None)
+                engines[n].wipe()
+        work = sources.catalog.work_dir("restore")
+        try:
+            for n, engine in engines.items():
+                outcome = restore_database(engine, n, candidates, sources, work, progress, keepalive)
+                report.databases[n] = outcome
+                if outcome.ok:
+                    write_marker(engine, settings, outcome.schema_version or 0)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _safety_backup(settings: Settings, dbs: list[EngineName], progress: Progress) -> str:

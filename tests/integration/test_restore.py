@@ -9,6 +9,7 @@ from restore_support import digests, manifest_digests, take_set, wipe
 
 from rpger_ops import testdata
 from rpger_ops.catalog import Catalog
+from rpger_ops.connect import redis_client
 from rpger_ops.engines import build_engine
 from rpger_ops.engines.base import ENGINE_NAMES
 from rpger_ops.restore import RefusedError, RestoreError, restore_set
@@ -33,7 +34,10 @@ def test_force_takes_a_safety_set_then_replaces(settings: Settings) -> None:
     testdata.load_all(settings, scale=20)
     set_id = take_set(settings, age_minutes=5)
     expected = manifest_digests(settings, set_id)
-    testdata.load_redis(settings, scale=40, seed=3)  # changes after the backup
+    r = redis_client(settings)  # changes after the backup
+    r.set("game:state:environment", '{"weather": "snow"}')
+    r.set("cache:new", "1", px=60_000)
+    r.close()
     current = digests(settings)
     assert current["redis"] != expected["redis"]
 
