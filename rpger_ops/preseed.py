@@ -24,6 +24,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -109,13 +110,19 @@ def preseed(settings: Settings, dbs: Iterable[str] | None = None, progress: Prog
     engines = {n: build_engine(n, settings) for n in names}
     sources = SetSources(settings, "auto", progress)
     try:
+        new: list[EngineName] = []
         for name, engine in engines.items():
             state, reason = probe(engine)
-            if state != "new":
-                report.databases[name] = _leave_alone(name, state, reason)
-                continue
-            progress(f"{name}: {reason}", 0, None)
-            report.databases[name] = _seed_locked(settings, name, engine, sources, progress, lock_wait_s)
+            if state == "new":
+                progress(f"{name}: {reason}", 0, None)
+                new.append(name)
+            report.databases[name] = _leave_alone(name, state, reason)
+        # The databases restore side by side: the servers do the work, not this process.
+        with ThreadPoolExecutor(max_workers=max(1, len(new)), thread_name_prefix="preseed") as pool:
+            futures = {name: pool.submit(_seed_locked, settings, name, engines[name], sources, progress,
+                                         lock_wait_s) for name in new}
+        for name, future in futures.items():
+            report.databases[name] = future.result()
         if migrate:
             migrate_after(report, settings, progress)
         report.notes += sources.notes
