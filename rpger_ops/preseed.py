@@ -16,7 +16,11 @@ database itself and re-checks the state under it, so exactly one restores.
 Source order is `restore.SetSources.candidates`: newest verified local set,
 then the newest off-site set, then older ones. No set anywhere (and every
 configured source answered) -> the database is initialised empty with the
-marker, and the report says so.
+marker, and the report says so. Pending migrations follow once no database
+of the stack waits any more (`restore.migrate_stack`).
+
+`preseed` is one pass (the Dagster job and sensor); `preseed_gate` is the
+startup gate: it waits for the servers and retries the not-ready ones.
 """
 
 from __future__ import annotations
