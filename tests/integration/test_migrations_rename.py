@@ -1,10 +1,13 @@
 """A field rename over many documents: batched, resumable after SIGKILL, reverted by down.
 
-N is 100,000 on a real MongoDB. FerretDB v1 (SQLite backend) rewrites each
-updated document at ~20-70 ms (growing with collection size), so 100k would take
-well over an hour there; the FerretDB run uses RENAME_N_FERRETDB documents,
-the largest that keeps this test near a minute on the shared 2-core machine.
-Override with RPGER_TEST_RENAME_N.
+Both strategies of `helpers.rename_field` run here:
+- `copy` (what `auto` picks on FerretDB): 100,000 documents.
+- `in_place` (what `auto` picks on MongoDB): 100,000 documents on a real MongoDB.
+  FerretDB v1 (SQLite backend) rewrites each updated document at 5-70 ms,
+  growing with collection size (3,000 documents: ~100 s for the whole test), so
+  on FerretDB this case uses IN_PLACE_N_FERRETDB documents, the largest that
+  keeps it near a minute on the shared 2-core machine.
+Override N with RPGER_TEST_RENAME_N.
 """
 
 from __future__ import annotations
@@ -20,54 +23,70 @@ from migrations_support import HERE, child_env, registry
 
 from rpger_ops import migrate
 from rpger_ops.connect import mongo_client
+from rpger_ops.migrations.helpers import staging_name
 
-RENAME_N_MONGODB = 100_000
-RENAME_N_FERRETDB = 1500
+FULL_N = 100_000
+IN_PLACE_N_FERRETDB = 1_500
 LOCK_TTL_S = 3.0
 MODULES = ("m0003_notes_text_to_body",)
+BATCH = 200  # the test migration's batch size
 
 
-def rename_n(is_ferret: bool) -> int:
+def rename_n(strategy: str, is_ferret: bool) -> int:
     if os.environ.get("RPGER_TEST_RENAME_N"):
         return int(os.environ["RPGER_TEST_RENAME_N"])
-    return RENAME_N_FERRETDB if is_ferret else RENAME_N_MONGODB
+    return IN_PLACE_N_FERRETDB if strategy == "in_place" and is_ferret else FULL_N
 
 
 def counts(notes) -> tuple[int, int, int]:
-    return (notes.count_documents({"text": {"$exists": True}}),
-            notes.count_documents({"body": {"$exists": True}}),
-            notes.count_documents({"text": {"$exists": True}, "body": {"$exists": True}}))
+    """(with text, with body, with both) in one pass (FerretDB scans for each count)."""
+    text = body = both = 0
+    for doc in notes.find({}, {"_id": 0, "text": 1, "body": 1}, batch_size=10_000):
+        text += "text" in doc
+        body += "body" in doc
+        both += "text" in doc and "body" in doc
+    return text, body, both
 
 
-def settled_counts(notes) -> tuple[int, int, int]:
-    """Counts once the server has finished the killed client's last in-flight batch."""
-    last = counts(notes)
+def settled(read):  # type: ignore[no-untyped-def]
+    """A reading once the server has finished the killed client's last in-flight batch."""
+    last = read()
     for _ in range(100):
         time.sleep(0.3)
-        now = counts(notes)
+        now = read()
         if now == last:
             return now
         last = now
-    raise AssertionError(f"counts never settled: {last}")
+    raise AssertionError(f"never settled: {last}")
 
 
-def test_rename_is_batched_resumable_after_sigkill_and_reverted_by_down(settings):
+@pytest.mark.parametrize("strategy", ["in_place", "copy"])
+def test_rename_is_batched_resumable_after_sigkill_and_reverted_by_down(settings, monkeypatch, strategy):
+    monkeypatch.setenv("RPGER_TEST_RENAME_STRATEGY", strategy)
     reg = registry(*MODULES)
     assert migrate.apply_pending(settings, target=1, registry=reg) == [1]
     client = mongo_client(settings)
-    notes = client[settings.mongodb_database]["notes"]
+    db = client[settings.mongodb_database]
+    notes, staging = db["notes"], db[staging_name("notes")]
     try:
-        n = rename_n("ferretdbVersion" in client.admin.command("buildInfo"))
+        n = rename_n(strategy, "ferretdbVersion" in client.admin.command("buildInfo"))
         for start in range(0, n, 5000):
             notes.insert_many([{"userId": f"u{i % 50}", "i": i, "text": f"note {i}"}
                                for i in range(start, min(n, start + 5000))], ordered=False)
+        # in_place: renamed documents in the collection; copy: documents copied into staging.
+        if strategy == "in_place":
+            def work_done() -> int:
+                return notes.count_documents({"body": {"$exists": True}})
+        else:
+            def work_done() -> int:
+                return staging.count_documents({})
 
         # Start the migrator in its own process and SIGKILL it once some batches are done.
         t0 = time.monotonic()
         child = subprocess.Popen([sys.executable, str(HERE / "run_migrator.py"), str(LOCK_TTL_S), *MODULES],
                                  env=child_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            while notes.count_documents({"body": {"$exists": True}}) < min(n // 4, 2 * 200):
+            while work_done() < min(n // 4, 2 * BATCH if strategy == "in_place" else n // 4):
                 assert child.poll() is None, child.communicate()
                 assert time.monotonic() - t0 < 300, "migrator made no progress"
                 time.sleep(0.05)
@@ -75,11 +94,17 @@ def test_rename_is_batched_resumable_after_sigkill_and_reverted_by_down(settings
             child.send_signal(signal.SIGKILL)
             child.wait(30)
         killed_after = time.monotonic() - t0
-        left, renamed, both = settled_counts(notes)
-        assert 0 < renamed < n and left + renamed == n and both == 0
+        if strategy == "in_place":
+            left, renamed, both = settled(lambda: counts(notes))
+            assert 0 < renamed < n and left + renamed == n and both == 0
+        else:
+            copied = settled(work_done)
+            assert 0 < copied < n
+            assert counts(notes) == (n, 0, 0)  # the source is untouched until the swap
+            left = n - copied
         assert 3 not in {e.version for e in migrate.read_ledger(settings)}  # not recorded: it did not finish
 
-        # Re-run: waits out the dead migrator's lock, then renames only what is left.
+        # Re-run: waits out the dead migrator's lock, then does only what is left.
         seen: list[tuple[int, int | None]] = []
 
         def progress(message: str, done: int, total: int | None) -> None:
@@ -98,10 +123,12 @@ def test_rename_is_batched_resumable_after_sigkill_and_reverted_by_down(settings
                 time.sleep(0.5)
         resumed_s = time.monotonic() - t1
         assert applied == [3]
-        assert seen[0] == (0, left) and seen[-1] == (left, left)  # no document renamed twice
+        assert seen[0] == (0, left) and seen[-1] == (left, left)  # nothing done twice
         assert counts(notes) == (0, n, 0)
         sample = notes.find_one({"i": n - 1})
         assert sample is not None and sample["body"] == f"note {n - 1}" and "text" not in sample
+        assert {"userId_1", "userId_1_tags_1"} <= {ix["name"] for ix in notes.list_indexes()}
+        assert staging_name("notes") not in db.list_collection_names()
 
         t2 = time.monotonic()
         report = migrate.migrate(settings, "down", target=1, registry=reg)
@@ -110,7 +137,7 @@ def test_rename_is_batched_resumable_after_sigkill_and_reverted_by_down(settings
         assert counts(notes) == (n, 0, 0)
         assert notes.find_one({"i": 0})["text"] == "note 0"
         assert [e.version for e in migrate.read_ledger(settings)] == [1]
-        print(f"\nrename N={n}: killed after {killed_after:.1f}s with {renamed} renamed; "
+        print(f"\nrename {strategy} N={n}: killed after {killed_after:.1f}s with {n - left} done; "
               f"resume ({left} docs) {resumed_s:.1f}s; down ({n} docs) {down_s:.1f}s")
     finally:
         client.close()
