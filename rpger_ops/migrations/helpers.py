@@ -1,8 +1,8 @@
 """Building blocks for migrations: batched, resumable data changes.
 
 Each helper is safe to re-run after being killed midway: it selects only
-the documents still in the old shape, so a re-run continues where the last
-one stopped and never touches a document twice.
+the work still left (documents still in the old shape, or not yet copied),
+so a re-run continues where the last one stopped and never redoes a document.
 """
 
 from __future__ import annotations
