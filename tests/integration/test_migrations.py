@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from migrations_support import load, registry
@@ -187,7 +188,7 @@ def test_concurrent_migrators_are_refused(settings, tmp_path):
     outcome: dict[str, object] = {}
 
     def first() -> None:
-        outcome["applied"] = migrate.apply_pending(settings, registry=reg, lock_ttl_s=6)
+        outcome["applied"] = migrate.apply_pending(settings, registry=reg, lock_ttl_s=1.5)
 
     thread = threading.Thread(target=first)
     thread.start()
@@ -195,6 +196,9 @@ def test_concurrent_migrators_are_refused(settings, tmp_path):
         assert started.wait(60)
         with pytest.raises(migrate.LockHeldError, match="another migrator is running"):
             migrate.apply_pending(settings, registry=reg)
+        time.sleep(4)  # well past the TTL: the live migrator's heartbeat keeps the lock
+        with pytest.raises(migrate.LockHeldError, match="another migrator is running"):
+            migrate.migrate(settings, "down", target=0, registry=reg)
     finally:
         release.set()
         thread.join(60)
