@@ -244,3 +244,28 @@ def test_migrations_wait_until_every_database_is_seeded(settings: Settings) -> N
     for name in ENGINE_NAMES:
         marker = marker_of(settings, name)
         assert marker is not None and marker.schema_version == code_schema_version()
+
+
+def test_corrupt_offsite_copy_falls_back_to_the_previous_offsite_set(settings_s3: Settings) -> None:
+    import io
+
+    from rpger_ops.offsite import OffsiteStore
+
+    testdata.load_redis(settings_s3, scale=20)
+    older = take_set(settings_s3, dbs=["redis"], offsite=True)
+    older_digest = manifest_digests(settings_s3, older)["redis"]
+    r = redis_client(settings_s3)
+    r.set("game:state:environment", '{"weather": "snow"}')
+    r.close()
+    newer = take_set(settings_s3, dbs=["redis"], offsite=True)
+    assert newer > older
+    store = OffsiteStore.from_settings(settings_s3)
+    junk = b"not the archive"  # a damaged remote object: its sha256 no longer matches the manifest
+    store.client.put_object(store.bucket, store.archive_key(newer, "redis"), io.BytesIO(junk), len(junk))
+    shutil.rmtree(settings_s3.backup_dir)
+    new_volume(settings_s3, ["redis"])
+
+    d = preseed(settings_s3, ["redis"]).databases["redis"]
+    assert (d.action, d.set_id, d.origin) == ("restored", older, "offsite"), d
+    assert "download failed" in d.message
+    assert digests(settings_s3, ["redis"])["redis"] == older_digest
