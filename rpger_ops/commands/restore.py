@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from rpger_ops.catalog import CatalogError, set_time
 from rpger_ops.commands._output import add_db_option, fail, progress
 from rpger_ops.restore import SOURCES, RefusedError, RestoreError, restore_set
 from rpger_ops.settings import load_settings
@@ -26,6 +27,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--source", choices=SOURCES, default="auto",
                         help="where the set comes from (auto: local copy first, then off-site)")
     args = parser.parse_args(argv)
+    if args.set_ref != "latest":
+        try:
+            set_time(args.set_ref)
+        except CatalogError as exc:
+            parser.error(str(exc))  # exit 2
     try:
         report = restore_set(load_settings(), args.set_ref, args.dbs, args.force, args.source, progress)
     except RefusedError as exc:

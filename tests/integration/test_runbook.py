@@ -83,9 +83,10 @@ def test_restore_without_force_exits_3_and_names_the_data(settings: Settings, mo
     assert cli.main(["restore", "--db", "redis"]) == 3
     err = capsys.readouterr().err
     assert "refused" in err and "redis holds" in err and "--force" in err
-    with pytest.raises(SystemExit) as bad:
-        cli.main(["restore", "--db", "postgres"])
-    assert bad.value.code == 2
+    for bad_args in (["--db", "postgres"], ["--set", "yesterday"], ["--source", "tape"]):
+        with pytest.raises(SystemExit) as bad:
+            cli.main(["restore", *bad_args])
+        assert bad.value.code == 2
 
 
 def _backed_up(settings: Settings) -> tuple[str, Path]:
