@@ -9,10 +9,11 @@
 # they arrive at run time as files under /run/secrets (compose `secrets:`).
 ARG BASE_IMAGE=python:3.11.13-slim-bookworm
 # The Redis engine reads RDB dumps with a throwaway server of the SAME major
-# version as the stack's (Valkey 8 writes RDB 11, which Debian 12's redis-server
-# 7.0 cannot load): take valkey-server from the pinned Valkey image. Where that
-# image is unavailable (the podman e2e passes its Debian base here), Debian's
-# redis-server is installed instead, matching its Debian redis-server stand-in.
+# version as the stack's (a newer server's RDB/DUMP format cannot be loaded by
+# an older one): take valkey-server from the pinned Valkey image. Where that
+# image is unavailable (the podman e2e passes its Debian base here), the
+# distribution's valkey-server (Debian 13: 8.1, like the e2e stand-in) or else
+# redis-server is installed.
 ARG VALKEY_IMAGE=valkey/valkey:8.1.3
 
 FROM ${VALKEY_IMAGE} AS valkey
@@ -48,7 +49,8 @@ COPY --from=valkey /rpger-valkey/ /usr/local/bin/
 RUN set -eux; \
     if ! command -v valkey-server >/dev/null; then \
         apt-get update; \
-        apt-get install -y --no-install-recommends redis-server; \
+        apt-get install -y --no-install-recommends valkey-server \
+            || apt-get install -y --no-install-recommends redis-server; \
         rm -rf /var/lib/apt/lists/*; \
     fi; \
     { valkey-server --version 2>/dev/null || redis-server --version; }

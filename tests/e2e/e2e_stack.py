@@ -37,7 +37,7 @@ IMAGES = {
     name: os.environ.get(name, default)
     for name, default in {
         "RPGER_MONGO_IMAGE": "localhost/rpger-ferretdb-standin:1",
-        "RPGER_REDIS_IMAGE": "localhost/rpger-redis-standin:7",
+        "RPGER_REDIS_IMAGE": "localhost/rpger-valkey-standin:8.1",
         "RPGER_CHROMA_IMAGE": "localhost/rpger-chroma-standin:1.5.9",
         "RPGER_MINIO_IMAGE": "localhost/rpger-minio-standin:1",
         "RPGER_OPS_IMAGE": "localhost/rpger-ops:e2e",

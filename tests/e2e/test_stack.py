@@ -337,9 +337,11 @@ def test_stack_end_to_end(stack: Stack) -> None:
             assert authed.ping() is True
             assert authed.config_get("appendonly") == {"appendonly": "yes"}
             # The healthcheck fails on wrong auth, too.
-            p = podman("exec", "-e", "REDISCLI_AUTH=wrong-password-123", CONTAINERS["redis"], "redis-cli", "-e",
-                       "--no-auth-warning", "ping", check=False)
-            assert p.returncode != 0
+            p = podman("exec", CONTAINERS["redis"], "sh", "-c",
+                       "cli=$(command -v valkey-cli || command -v redis-cli); "
+                       "REDISCLI_AUTH=wrong-password-123 VALKEYCLI_AUTH=wrong-password-123 "
+                       "$cli -e --no-auth-warning ping", check=False)
+            assert p.returncode != 0, p.stdout
 
         with t.step("screenshot of the Dagster asset graph"):
             log(f"screenshot: {_screenshot(SCREENSHOT)}")

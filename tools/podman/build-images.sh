@@ -4,11 +4,11 @@
 # Idempotent and cached: every image carries a label with the sha256 of its
 # inputs; an image whose inputs did not change is not rebuilt.
 #
-#   localhost/rpger-redis-standin:7     Debian redis-server, for valkey/valkey:8.1
+#   localhost/rpger-valkey-standin:8.1  Debian 13 valkey-server, for valkey/valkey:8.1.3
 #   localhost/rpger-ferretdb-standin:1  our FerretDB build,   for mongo:8.0
 #   localhost/rpger-chroma-standin:1.5.9 pip chromadb==1.5.9, for chromadb/chroma:1.5.9
 #   localhost/rpger-minio-standin:1     MinIO binary, test S3 endpoint
-#   localhost/rpger-ops:e2e             the repo Dockerfile with BASE_IMAGE=localhost/debian:bookworm
+#   localhost/rpger-ops:e2e             the repo Dockerfile with BASE_IMAGE=localhost/debian:trixie
 #
 # Needs: tools/podman/setup-host.sh done; ${RPGER_CACHE_DIR}/bin/{rpger-ferretdb,minio}
 # (tools/build.sh builds them).
@@ -71,9 +71,16 @@ hash_of() { # sha256 over the named files' contents and names, plus the base ima
 
 S=$HERE/standins
 
+TRIXIE=${RPGER_TRIXIE_IMAGE:-localhost/debian:trixie}
+trixie_id=$(podman image inspect --format '{{.Id}}' "$TRIXIE") || {
+    echo "build-images.sh: base image $TRIXIE missing; run tools/podman/setup-host.sh" >&2
+    exit 1
+}
+
 if want redis; then
-    build localhost/rpger-redis-standin:7 "$S/redis" "$S/redis/Containerfile" \
-        "$(hash_of "$S/redis/Containerfile" "$S/redis/docker-entrypoint.sh")"
+    # Debian 13 ships valkey-server 8.1: the closest stand-in for valkey/valkey:8.1.3.
+    BASE=$TRIXIE build localhost/rpger-valkey-standin:8.1 "$S/redis" "$S/redis/Containerfile" \
+        "$(echo "$(hash_of "$S/redis/Containerfile" "$S/redis/docker-entrypoint.sh") $trixie_id" | sha256sum | cut -c1-64)"
 fi
 
 if want ferretdb; then
@@ -110,5 +117,13 @@ if want ops; then
     h=$(cd "$REPO" && hash_of "${files[@]}")
     # VALKEY_IMAGE: no valkey/valkey here; the Dockerfile then installs Debian's
     # redis-server, the same version as the Redis stand-in.
-    build localhost/rpger-ops:e2e "$REPO" "$REPO/Dockerfile" "$h" --build-arg "VALKEY_IMAGE=$BASE"
+    # Base: Debian 13 (Python 3.13); Debian 12's python3 3.11.2 lacks the PEP 706
+    # tarfile filters rpger_ops.archive uses (production: python:3.11.13-slim).
+    ops_base=${RPGER_OPS_BASE_IMAGE:-$TRIXIE}
+    ops_base_id=$(podman image inspect --format '{{.Id}}' "$ops_base") || {
+        echo "build-images.sh: $ops_base missing; run tools/podman/setup-host.sh" >&2
+        exit 1
+    }
+    BASE=$ops_base build localhost/rpger-ops:e2e "$REPO" "$REPO/Dockerfile" "$(echo "$h $ops_base_id" | sha256sum | cut -c1-64)" \
+        --build-arg "VALKEY_IMAGE=$ops_base"
 fi

@@ -38,6 +38,9 @@ if [[ ! -S $SOCK ]]; then
     nohup podman system service --time=0 "unix://$SOCK" >/tmp/rpger-podman-service.log 2>&1 &
     for _ in $(seq 50); do [[ -S $SOCK ]] && break; sleep 0.2; done
 fi
+# Like Docker's root:docker 0660 socket: the daemon container (uid 10001) gets
+# the socket's group (setup-secrets.sh puts it into RPGER_DOCKER_GID).
+chmod 0660 "$SOCK"
 export RPGER_DOCKER_SOCKET=$SOCK
 
 log "pytest -m e2e tests/e2e"

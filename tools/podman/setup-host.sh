@@ -52,26 +52,32 @@ if [[ ! -f $CONF ]] || [[ "$(cat "$CONF")" != "$want_conf" ]]; then
     printf '%s\n' "$want_conf" >"$CONF"
 fi
 
-# Base image without a registry: debootstrap minbase from the apt mirror in use.
-if ! podman image exists localhost/debian:bookworm; then
-    mirror=$(
-        { grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}'
-          grep -hE '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}'; } |
-            grep -E '/debian/?$' | head -n1 || true
-    )
-    mirror=${mirror:-http://deb.debian.org/debian}
+# Base images without a registry: debootstrap minbase from the apt mirror in use.
+#   bookworm: base of the stand-ins (Debian 12, like the official images)
+#   trixie:   base of the e2e rpger-ops image (Python 3.13; Debian 12's python3
+#             3.11.2 lacks the PEP 706 tarfile filters rpger_ops.archive uses,
+#             which the production base python:3.11.13 has)
+mirror=$(
+    { grep -hE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}'
+      grep -hE '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}'; } |
+        grep -E '/debian/?$' | head -n1 || true
+)
+mirror=${mirror:-http://deb.debian.org/debian}
+for suite in ${RPGER_BASE_SUITES:-bookworm trixie}; do
+    podman image exists "localhost/debian:$suite" && continue
     rootfs=$(mktemp -d /tmp/rpger-rootfs.XXXXXX)
-    log "debootstrap bookworm from $mirror"
-    debootstrap --variant=minbase bookworm "$rootfs" "$mirror" >/tmp/rpger-debootstrap.log 2>&1 || {
-        tail -20 /tmp/rpger-debootstrap.log >&2
+    log "debootstrap $suite from $mirror"
+    debootstrap --variant=minbase "$suite" "$rootfs" "$mirror" >"/tmp/rpger-debootstrap-$suite.log" 2>&1 || {
+        tail -20 "/tmp/rpger-debootstrap-$suite.log" >&2
         exit 1
     }
-    # apt inside the image: same mirror plus security updates, no recommends.
-    printf 'deb %s bookworm main\ndeb %s bookworm-updates main\n' "$mirror" "$mirror" >"$rootfs/etc/apt/sources.list"
+    # apt inside the image: same mirror, no recommends.
+    printf 'deb %s %s main\ndeb %s %s-updates main\n' "$mirror" "$suite" "$mirror" "$suite" >"$rootfs/etc/apt/sources.list"
+    rm -f "$rootfs"/etc/apt/sources.list.d/*.sources
     printf 'APT::Install-Recommends "false";\nAPT::Install-Suggests "false";\n' >"$rootfs/etc/apt/apt.conf.d/99norecommends"
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-    tar -C "$rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' - localhost/debian:bookworm >/dev/null
+    tar -C "$rootfs" -c . | podman import --change 'CMD ["/bin/bash"]' - "localhost/debian:$suite" >/dev/null 2>&1
     rm -rf "$rootfs"
-    log "imported localhost/debian:bookworm"
-fi
+    log "imported localhost/debian:$suite"
+done
 log "host ready: $(podman --version), $(podman-compose version 2>/dev/null | grep podman-compose)"
