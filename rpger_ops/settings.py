@@ -151,7 +151,7 @@ class Settings(BaseSettings):
     @field_validator("s3_endpoint")
     @classmethod
     def _check_s3_endpoint(cls, v: str | None) -> str | None:
-        if v in (None, ""):
+        if not v:
             return None
         if "://" in v or "/" in v:
             raise ValueError("must be host[:port] without scheme or path (set RPGER_S3_SECURE for TLS)")
