@@ -25,6 +25,7 @@ from typing import Any, Literal
 import rpger_ops
 from rpger_ops.archive import ArchiveError, create_archive, extract_archive, sha256_file
 from rpger_ops.catalog import ARCHIVED, DUMPING, FAILED, VERIFIED, Catalog, archive_name, new_set_id
+from rpger_ops.digestcheck import matches_backup
 from rpger_ops.engines import build_engine
 from rpger_ops.engines.base import ENGINE_NAMES, EngineError, EngineName, Progress, no_progress
 from rpger_ops.settings import Settings
@@ -381,11 +382,11 @@ def verify_restore(settings: Settings, set_id: str, dbs: Iterable[EngineName] = 
                     progress(f"{db}: restoring into a scratch target", 0, None)
                     restored = scratch.restore(work, progress)
                     digest = scratch.digest()
+                    ok, digest_notes = matches_backup(scratch, work, restored, digest, entry.get("source_digest"))
             finally:
                 engine.close()
-            ok = digest == entry.get("source_digest")
             record.update(ok=ok, digest=digest, expected=entry.get("source_digest"),
-                          restored_counts=restored.counts, notes=restored.notes)
+                          restored_counts=restored.counts, notes=restored.notes + digest_notes)
         except Exception as exc:
             ok = False
             record.update(ok=False, error=safe_error(exc))

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from rpger_ops.catalog import VERIFIED, Catalog, CatalogError
+from rpger_ops.digestcheck import matches_backup
 from rpger_ops.engines import build_engine
 from rpger_ops.engines.base import (
     ENGINE_NAMES,
@@ -349,20 +350,21 @@ def restore_database(engine: Engine, db: str, candidates: Sequence[Candidate], s
             progress(message, done, total)
 
         started = time.monotonic()
+        expected = entry.get("source_digest")
         try:
             result = engine.restore(dump_dir, tick)
             loaded = time.monotonic()
             digest = engine.digest()
+            digest_ok, digest_notes = matches_backup(engine, dump_dir, result, digest, expected)
         except Exception as exc:  # whatever broke, partial data must not look like a seeded database
             _wipe_quietly(engine, db)
             return DatabaseRestore(db, "failed", cand.set_id, cand.origin, notes=notes,
                                    error=f"loading {cand.label} failed: {_safe(exc)}; the partial load was removed")
         finally:
             shutil.rmtree(dump_dir, ignore_errors=True)
-        expected = entry.get("source_digest")
-        digest_ok = bool(expected) and digest == expected
         outcome = DatabaseRestore(db, "restored", cand.set_id, cand.origin, dict(result.counts),
-                                  loaded - started, digest_ok, schema_version, notes + list(result.notes),
+                                  loaded - started, digest_ok, schema_version,
+                                  notes + list(result.notes) + digest_notes,
                                   digest_seconds=time.monotonic() - loaded)
         if not digest_ok:
             outcome.status = "failed"
