@@ -111,41 +111,43 @@ def test_monitoring_sensor_reports_check_evaluations(cfg: Settings, receiver: Re
     assert receiver.bodies == []
 
 
-@dg.op
-def flaky(context) -> None:  # type: ignore[no-untyped-def]  # Dagster reads this annotation at runtime
-    if context.run.tags.get("fail") == "yes":
-        raise dg.Failure(description="dump of redis failed: connection refused")
+def _failure_context(instance: dg.DagsterInstance, result: Any) -> Any:
+    return dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alert", dagster_instance=instance, dagster_run=result.dagster_run,
+        dagster_event=result.get_run_failure_event(), resources={"stack": mon.StackResource()},
+    ).for_run_failure()
 
 
-@dg.job
-def backup_like() -> None:
-    flaky()
+def test_failing_backup_run_alerts_once_and_success_recovers(settings: Settings, receiver: Receiver,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    from rpger_ops import testdata
+    from rpger_ops.definitions import defs
+    from tests.integration.backup_support import export_settings
 
-
-def test_failed_run_alerts_once_and_success_recovers(cfg: Settings, receiver: Receiver,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RPGER_BACKUP_DIR", str(cfg.backup_dir))
+    testdata.load_all(settings, scale=10)
+    export_settings(monkeypatch, settings, tmp_path)
     monkeypatch.setenv("RPGER_ALERT_WEBHOOK_URL", receiver.url)
+    good_redis = settings.redis_url.get_secret_value()
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # Redis unreachable: the backup fails
     instance = dg.DagsterInstance.ephemeral()
-    for _ in range(2):  # two failures in a row: one incident
-        result = backup_like.execute_in_process(instance=instance, raise_on_error=False, tags={"fail": "yes"})
+    job = defs.resolve_job_def("backup_all")
+    for _ in range(2):  # two failures in a row: one incident, one alert
+        result = job.execute_in_process(instance=instance, raise_on_error=False)
         assert not result.success
-        ctx = dg.build_run_status_sensor_context(
-            sensor_name="run_failure_alert", dagster_instance=instance, dagster_run=result.dagster_run,
-            dagster_event=result.get_run_failure_event(), resources={"stack": mon.StackResource()},
-        ).for_run_failure()
-        mon.run_failure_alert(ctx)
-    assert receiver.events() == [("alert", "run_failed:backup_like")]
-    assert "connection refused" in receiver.bodies[0]["summary"]
+        mon.run_failure_alert(_failure_context(instance, result))
+    assert receiver.events() == [("alert", "run_failed:backup_all")]
+    assert "redis" in receiver.bodies[0]["summary"]
 
-    ok = backup_like.execute_in_process(instance=instance)
-    ctx2 = dg.build_run_status_sensor_context(
+    monkeypatch.setenv("REDIS_URL", good_redis)
+    ok = job.execute_in_process(instance=instance)
+    ctx = dg.build_run_status_sensor_context(
         sensor_name="run_recovery_alert", dagster_instance=instance, dagster_run=ok.dagster_run,
         dagster_event=ok.get_run_success_event(), resources={"stack": mon.StackResource()},
     )
-    mon.run_recovery_alert(ctx2)
-    mon.run_recovery_alert(ctx2)
-    assert receiver.events() == [("alert", "run_failed:backup_like"), ("recovery", "run_failed:backup_like")]
+    mon.run_recovery_alert(ctx)
+    mon.run_recovery_alert(ctx)
+    assert receiver.events() == [("alert", "run_failed:backup_all"), ("recovery", "run_failed:backup_all")]
 
 
 def test_undeliverable_webhook_does_not_leak_url_or_flood(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
