@@ -24,6 +24,23 @@ else
 fi
 python3 -c 'import jsonschema, yaml, redis' 2>/dev/null || python3 -m pip install -q jsonschema pyyaml redis
 
+# Docker Compose v2 from its Go module (no Docker engine needed for `config`):
+# the e2e suite validates the compose files with it too. Cached.
+DC_VERSION=${RPGER_DOCKER_COMPOSE_VERSION:-v2.29.7}
+DC_BIN=${RPGER_CACHE_DIR:-$HOME/.cache/rpger-dbstack}/bin/docker-compose
+if command -v go >/dev/null && { [[ ! -x $DC_BIN ]] || [[ "$(cat "$DC_BIN.stamp" 2>/dev/null)" != "$DC_VERSION" ]]; }; then
+    log "building docker compose $DC_VERSION (go install)"
+    tmpbin=$(mktemp -d)
+    if GOBIN="$tmpbin" go install "github.com/docker/compose/v2/cmd@$DC_VERSION" >/tmp/rpger-docker-compose-build.log 2>&1; then
+        mkdir -p "$(dirname "$DC_BIN")"
+        mv "$tmpbin/cmd" "$DC_BIN"
+        echo "$DC_VERSION" >"$DC_BIN.stamp"
+    else
+        log "docker compose build failed (see /tmp/rpger-docker-compose-build.log); continuing without it"
+    fi
+    rm -rf "$tmpbin"
+fi
+
 log "host setup (podman, runc, debootstrap, chromium, podman-compose, base image)"
 bash "$HERE/setup-host.sh"
 
