@@ -6,6 +6,7 @@
 # insists on that for a keyfile -- and hands over to the image's entrypoint,
 # which creates the root user on first start (MONGO_INITDB_ROOT_*_FILE).
 set -euo pipefail
+# shellcheck source=check-secrets.sh
 . /rpger/check-secrets.sh
 require_secret /run/secrets/mongodb_password mongodb_password
 require_secret /run/secrets/mongodb_keyfile mongodb_keyfile

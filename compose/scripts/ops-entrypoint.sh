@@ -3,17 +3,18 @@
 # - every *_FILE variable must name a readable, non-empty, non-placeholder
 #   secret file; the container refuses to start otherwise (exit 78);
 # - the off-site secrets are only required when RPGER_S3_ENDPOINT is set
-#   (without an endpoint their *_FILE variables are dropped, so an empty
+#   (without an endpoint their *_FILE variables are emptied, so an empty
 #   secret file means "off-site copy disabled", not an error);
 # - the instance config baked into the image is installed into $DAGSTER_HOME
 #   (the rpger-dagster-home volume), so an image update also updates it.
 set -eu
+# shellcheck source=check-secrets.sh
 . /usr/local/lib/rpger/check-secrets.sh
 
 # An empty *_FILE means "not used" (rpger_ops.settings skips it); it stays set,
 # empty, because the DockerRunLauncher passes these variables on by name.
 if [ -z "${RPGER_S3_ENDPOINT:-}" ]; then
-    export RPGER_S3_ACCESS_KEY_FILE= RPGER_S3_SECRET_KEY_FILE=
+    export RPGER_S3_ACCESS_KEY_FILE='' RPGER_S3_SECRET_KEY_FILE=''
 fi
 
 for var in $(env | sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*_FILE\)=.*/\1/p'); do

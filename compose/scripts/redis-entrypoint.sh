@@ -4,6 +4,7 @@
 # holding only its sha256 (tmpfs /run/rpger, readable by the server user only),
 # referenced from a generated config. Then the image's entrypoint drops root.
 set -eu
+# shellcheck source=check-secrets.sh
 . /rpger/check-secrets.sh
 require_secret /run/secrets/redis_password redis_password
 
