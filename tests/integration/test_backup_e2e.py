@@ -49,6 +49,7 @@ def test_backup_all_then_verify_restore(settings_s3: Settings, monkeypatch: pyte
     checks = check_evaluations(instance, chains_run.run_id)
     expected = {(f"{db}/archive", name) for db in ENGINE_NAMES for name in ("sha256", "readable", "counts")}
     expected |= {(f"{db}/offsite", "offsite_copy") for db in ENGINE_NAMES}
+    expected |= {(f"{db}/archive", "not_shrunk") for db in ENGINE_NAMES}
     assert set(checks) == expected
     assert all(checks.values()), checks
     for db in ENGINE_NAMES:

@@ -130,7 +130,8 @@ def test_corrupted_archive_fails_its_check(settings: Settings, monkeypatch: pyte
     set_id = take_backup_set(settings, dbs=("mongo",), offsite=False)
     catalog = Catalog(settings.backup_dir)
     assert _run_checks(set_id) == {
-        ("mongo/archive", "sha256"): True, ("mongo/archive", "readable"): True, ("mongo/archive", "counts"): True}
+        ("mongo/archive", "sha256"): True, ("mongo/archive", "readable"): True, ("mongo/archive", "counts"): True,
+        ("mongo/archive", "not_shrunk"): True}
 
     path = catalog.archive_path(set_id, "mongo")
     data = bytearray(path.read_bytes())
