@@ -49,11 +49,16 @@ bash "$HERE/build-images.sh"
 
 # Docker-compatible API socket (for the DockerRunLauncher in the daemon container).
 SOCK=/run/podman/podman.sock
-if [[ ! -S $SOCK ]]; then
+sock_answers() {
+    python3 -c 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.settimeout(2); s.connect(sys.argv[1])' "$SOCK" 2>/dev/null
+}
+if ! sock_answers; then
     log "starting podman system service on $SOCK"
     mkdir -p /run/podman
+    rm -f "$SOCK" # stale socket of a service that is gone
     nohup podman system service --time=0 "unix://$SOCK" >/tmp/rpger-podman-service.log 2>&1 &
-    for _ in $(seq 50); do [[ -S $SOCK ]] && break; sleep 0.2; done
+    for _ in $(seq 50); do sock_answers && break; sleep 0.2; done
+    sock_answers || { echo "e2e.sh: podman system service did not come up" >&2; exit 1; }
 fi
 # Like Docker's root:docker 0660 socket: the daemon container (uid 10001) gets
 # the socket's group (setup-secrets.sh puts it into RPGER_DOCKER_GID).
