@@ -82,6 +82,10 @@ def create_archive(src_dir: Path, dest_file: Path, level: int = 6, threads: int 
     return ArchiveInfo(bytes=sink.size, sha256=sink.sha.hexdigest())
 
 
+# tarfile extraction filters arrived in 3.11.4; older 3.11 builds reject the argument.
+_HAS_DATA_FILTER = hasattr(tarfile, "data_filter")
+
+
 def extract_archive(file: Path, dest_dir: Path) -> list[str]:
     """Unpack a tar+zstd archive into `dest_dir` and return the member names.
 
@@ -97,7 +101,11 @@ def extract_archive(file: Path, dest_dir: Path) -> list[str]:
                 tarfile.open(fileobj=zr, mode="r|") as tar:  # type: ignore[call-overload]
             for member in tar:
                 _check_member(member, root)
-                tar.extract(member, dest_dir, filter="data")
+                if _HAS_DATA_FILTER:
+                    tar.extract(member, dest_dir, filter="data")
+                else:  # Python < 3.11.4 (e.g. Debian 12's 3.11.2): _check_member is the guard
+                    member.mode = 0o755 if member.isdir() else 0o644  # as the data filter would
+                    tar.extract(member, dest_dir, set_attrs=member.isfile())
                 names.append(member.name)
     except ArchiveError:
         raise

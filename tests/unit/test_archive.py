@@ -132,3 +132,17 @@ def test_symlink_member_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match="unsafe"):
         extract_archive(evil, tmp_path / "dest")
     assert not (tmp_path / "dest" / "link").exists()
+
+
+def test_extract_works_without_tarfile_data_filter(tmp_path, monkeypatch):
+    """Python < 3.11.4 (Debian 12's 3.11.2) has no extraction filters: same result, same guards."""
+    from rpger_ops import archive
+
+    monkeypatch.setattr(archive, "_HAS_DATA_FILTER", False)
+    src = tmp_path / "src" / "rpger"
+    src.mkdir(parents=True)
+    (src / "monsters.bson").write_bytes(b"\x05\x00\x00\x00\x00")
+    archive.create_archive(tmp_path / "src", tmp_path / "a.tar.zst", 3)
+    names = archive.extract_archive(tmp_path / "a.tar.zst", tmp_path / "out")
+    assert "rpger/monsters.bson" in names
+    assert (tmp_path / "out" / "rpger" / "monsters.bson").read_bytes() == b"\x05\x00\x00\x00\x00"
