@@ -17,39 +17,20 @@ from typing import TYPE_CHECKING, Any
 
 from rpger_ops.connect import chroma_client, mongo_client, redis_client
 
+# The schema (collections, indexes, validators, Chroma collections) is migration 0001's:
+# generated data always matches what `rpger-ops migrate up` creates.
+from rpger_ops.migrations.m0001_rpger_schema import (
+    CHROMA_COLLECTIONS,
+    EMBEDDING_DIM,
+    MONGO_INDEXES,
+    chroma_metadata,
+)
+from rpger_ops.migrations.m0001_rpger_schema import validator as json_schema_validator
+
 if TYPE_CHECKING:
     from rpger_ops.settings import Settings
 
-EMBEDDING_DIM = 1536
-CHROMA_COLLECTIONS = ("monsters", "spells", "items", "npcs", "characters", "campaign_notes")
 REFERENCE_COLLECTIONS = ("monsters", "spells", "items", "npcs")
-
-# name -> list of (keys, unique)
-MONGO_INDEXES: dict[str, list[tuple[list[tuple[str, int]], bool]]] = {
-    "users": [([("username", 1)], True), ([("email", 1)], True)],
-    "dashboards": [([("userId", 1), ("name", 1)], True)],
-    "widgets": [([("userId", 1), ("widgetId", 1)], True)],
-    "campaigns": [([("userId", 1), ("name", 1)], True)],
-    "characters": [([("name", 1), ("userId", 1)], True)],
-    "notes": [([("userId", 1)], False), ([("userId", 1), ("tags", 1)], False)],
-    "monsters": [([("name", 1)], True)],
-    "spells": [([("name", 1)], True)],
-    "items": [([("name", 1)], True)],
-    "npcs": [([("name", 1)], True)],
-}
-
-
-def json_schema_validator(collection: str) -> dict[str, Any]:
-    required = {
-        "users": ["username", "email"],
-        "dashboards": ["userId", "name"],
-        "widgets": ["userId", "widgetId"],
-        "campaigns": ["userId", "name"],
-        "characters": ["userId", "name"],
-        "notes": ["userId"],
-    }.get(collection, ["name"])
-    return {"$jsonSchema": {"bsonType": "object", "required": required,
-                            "properties": {k: {"bsonType": ["string", "objectId"]} for k in required}}}
 
 
 @dataclass
@@ -205,7 +186,7 @@ def load_chroma(settings: Settings, scale: int = 50, seed: int = 7, dim: int = E
     batch = max(1, min(client.get_max_batch_size(), 1000))
     for ci, name in enumerate(CHROMA_COLLECTIONS):
         coll = client.get_or_create_collection(
-            name, metadata={"rpger_entity": name, "dimension": dim, "schema": "rpger-1"},
+            name, metadata={**chroma_metadata(name), "dimension": dim},
             configuration={"hnsw": {"space": "cosine"}},
             embedding_function=None,
         )

@@ -7,24 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
-from rpger_ops.settings import Settings, _alias_of
+from rpger_ops.settings import Settings, _alias_of, settings_to_env
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """A Settings object as the environment variables that load it back."""
-    env: dict[str, str] = {}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        elif isinstance(value, bool):
-            value = "true" if value else "false"
-        env[_alias_of(name)] = str(value)
-    return env
+    """The environment variables that load `settings` again (CLI, subprocesses, resources)."""
+    return settings_to_env(settings)
 
 
 def export_settings(monkeypatch: pytest.MonkeyPatch, settings: Settings, cwd: Path) -> None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from rpger_ops.catalog import Catalog, new_set_id
 from rpger_ops.engines import build_engine
 from rpger_ops.engines.base import ENGINE_NAMES, EngineName
-from rpger_ops.settings import Settings
+from rpger_ops.settings import Settings, settings_to_env
 
 
 def take_set(settings: Settings, dbs: Iterable[EngineName] = ENGINE_NAMES, offsite: bool = False,
@@ -62,29 +61,8 @@ def wipe(settings: Settings, dbs: Iterable[EngineName] = ENGINE_NAMES) -> None:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that makes `load_settings()` (the CLI) see `settings`."""
-    env: dict[str, Any] = {
-        "MONGODB_URI": settings.mongodb_uri.get_secret_value(),
-        "MONGODB_DATABASE": settings.mongodb_database,
-        "REDIS_URL": settings.redis_url.get_secret_value(),
-        "CHROMA_HOST": settings.chroma_host,
-        "CHROMA_PORT": settings.chroma_port,
-        "CHROMA_DATABASE": settings.chroma_database,
-        "RPGER_BACKUP_DIR": settings.backup_dir,
-        "RPGER_STACK_ID": settings.stack_id,
-    }
-    if settings.redis_password is not None:
-        env["REDIS_PASSWORD"] = settings.redis_password.get_secret_value()
-    if settings.offsite_enabled:
-        assert settings.s3_access_key is not None and settings.s3_secret_key is not None
-        env.update({
-            "RPGER_S3_ENDPOINT": settings.s3_endpoint,
-            "RPGER_S3_BUCKET": settings.s3_bucket,
-            "RPGER_S3_ACCESS_KEY": settings.s3_access_key.get_secret_value(),
-            "RPGER_S3_SECRET_KEY": settings.s3_secret_key.get_secret_value(),
-            "RPGER_S3_SECURE": "true" if settings.s3_secure else "false",
-        })
-    return {k: str(v) for k, v in env.items()}
+    """The environment variables that load `settings` again (CLI, subprocesses, resources)."""
+    return settings_to_env(settings)
 
 
 def new_volume(settings: Settings, dbs: Iterable[EngineName] = ENGINE_NAMES) -> None:

@@ -13,7 +13,7 @@ from types import ModuleType
 
 from rpger_ops.migrations import Registry
 from rpger_ops.migrations.registry import MIGRATIONS
-from rpger_ops.settings import Settings
+from rpger_ops.settings import Settings, settings_to_env
 
 HERE = Path(__file__).parent
 
@@ -34,20 +34,8 @@ def registry(*extra: str | ModuleType) -> Registry:
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment variables that load `settings` again (for CLI and subprocess runs)."""
-    env = {
-        "MONGODB_URI": settings.mongodb_uri.get_secret_value(),
-        "MONGODB_DATABASE": settings.mongodb_database,
-        "REDIS_URL": settings.redis_url.get_secret_value(),
-        "CHROMA_HOST": settings.chroma_host,
-        "CHROMA_PORT": str(settings.chroma_port),
-        "CHROMA_DATABASE": settings.chroma_database,
-        "RPGER_BACKUP_DIR": str(settings.backup_dir),
-        "RPGER_STACK_ID": settings.stack_id,
-    }
-    if settings.redis_password is not None:
-        env["REDIS_PASSWORD"] = settings.redis_password.get_secret_value()
-    return env
+    """The environment variables that load `settings` again (CLI, subprocesses, resources)."""
+    return settings_to_env(settings)
 
 
 def child_env(settings: Settings) -> dict[str, str]:
