@@ -8,6 +8,15 @@
 # it is safe and rotating a secret means deleting its file first (and, for a
 # database password, changing it in the database too).
 #
+# The RPGer app gets its own least-privilege users (rpger_app in MongoDB with
+# readWrite on `rpger` only; rpger_app in Valkey without @admin/@dangerous) and
+# ready-made connection secrets for its compose file: mongodb_app_uri and
+# redis_app_url. The database containers (re)create those users from
+# mongodb_app_password / redis_app_password at every start, so rotating the app
+# passwords means: delete mongodb_app_password + mongodb_app_uri (and/or
+# redis_app_password + redis_app_url), re-run this script, restart mongodb and
+# redis (and the app), e.g. `docker compose up -d --force-recreate mongodb redis`.
+#
 # The S3 keys come from your storage provider, not from us: pass them in the
 # environment (RPGER_S3_ACCESS_KEY / RPGER_S3_SECRET_KEY) on the first run, or
 # write the files yourself later. Left empty, the off-site copy stays disabled
@@ -24,10 +33,29 @@ rand() { # rand BYTES -> url-safe random string
     head -c "$1" /dev/urandom | base64 | tr -d '\n=' | tr '+/' '-_'
 }
 
+urlenc() { # urlenc STRING -> percent-encoded except RFC 3986 unreserved chars
+    local LC_ALL=C s=$1 out='' c i
+    for ((i = 0; i < ${#s}; i++)); do
+        c=${s:i:1}
+        case $c in
+            [A-Za-z0-9._~-]) out+=$c ;;
+            *) printf -v c '%%%02X' "'$c"; out+=$c ;;
+        esac
+    done
+    printf '%s' "$out"
+}
+
+secret() { # secret NAME -> the file's value without CR/LF (as the containers read it)
+    tr -d '\r\n' <"$DIR/$1"
+}
+
 # The ops containers run as uid/gid 10001 (Dockerfile) and compose file
 # secrets are bind mounts keeping host ownership: the secrets they read are
 # made readable by group 10001 (0640); the others stay 0600 root.
 OPS_GID=${RPGER_OPS_GID:-10001}
+# The app's connection secrets: 0600 root (the app reads them as root, e.g. in
+# its entrypoint), or 0640 root:$RPGER_APP_GID when the app runs as that group.
+APP_GID=${RPGER_APP_GID:-}
 
 created=()
 put() { # put NAME VALUE [ops] : write only when missing
@@ -41,6 +69,8 @@ put() { # put NAME VALUE [ops] : write only when missing
     chmod 600 "$tmp"
     if [[ ${3:-} == ops ]]; then
         chgrp "$OPS_GID" "$tmp" 2>/dev/null && chmod 640 "$tmp"
+    elif [[ ${3:-} == app && -n $APP_GID ]]; then
+        chgrp "$APP_GID" "$tmp" 2>/dev/null && chmod 640 "$tmp"
     fi
     mv -n "$tmp" "$f"
     rm -f "$tmp"
@@ -51,6 +81,14 @@ put mongodb_password "$(rand 32)" ops
 # Replica-set keyfile: 6..1024 characters of the standard base64 alphabet.
 put mongodb_keyfile "$(head -c 756 /dev/urandom | base64 -w0)"
 put redis_password "$(rand 32)" ops
+# The app's users: only the database containers (root) read these passwords.
+put mongodb_app_password "$(rand 32)"
+put redis_app_password "$(rand 32)"
+# ... and the app gets complete connection strings built from them.
+mongodb_app_uri="mongodb://rpger_app:$(urlenc "$(secret mongodb_app_password)")@mongodb:27017/rpger?authSource=rpger&replicaSet=rs0"
+redis_app_url="redis://rpger_app:$(urlenc "$(secret redis_app_password)")@redis:6379/0"
+put mongodb_app_uri "$mongodb_app_uri" app
+put redis_app_url "$redis_app_url" app
 put s3_access_key "${RPGER_S3_ACCESS_KEY:-}" ops
 put s3_secret_key "${RPGER_S3_SECRET_KEY:-}" ops
 
@@ -84,6 +122,12 @@ if ((${#created[@]})); then
 else
     echo "setup-secrets: all secrets already present in $DIR (nothing changed)"
 fi
+# A kept connection secret must still carry the current password (rotation
+# deletes both files; deleting only the password would leave a stale URL).
+[[ $(secret mongodb_app_uri) == "$mongodb_app_uri" ]] ||
+    echo "setup-secrets: mongodb_app_uri does not match mongodb_app_password: delete both files and re-run" >&2
+[[ $(secret redis_app_url) == "$redis_app_url" ]] ||
+    echo "setup-secrets: redis_app_url does not match redis_app_password: delete both files and re-run" >&2
 for s in s3_access_key s3_secret_key; do
     if [[ ! -s $DIR/$s ]]; then
         echo "setup-secrets: $s is empty: off-site copy disabled until you fill it and set RPGER_S3_ENDPOINT in $ENV_FILE" >&2

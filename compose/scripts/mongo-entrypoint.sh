@@ -10,6 +10,8 @@ set -euo pipefail
 . /rpger/check-secrets.sh
 require_secret /run/secrets/mongodb_password mongodb_password
 require_secret /run/secrets/mongodb_keyfile mongodb_keyfile
+# Read by the healthcheck (root), which creates the app user rpger_app from it.
+require_secret /run/secrets/mongodb_app_password mongodb_app_password
 
 install -d -m 0755 /run/rpger
 for s in mongodb_password mongodb_keyfile; do

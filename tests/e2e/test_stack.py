@@ -17,6 +17,7 @@ import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from e2e_probes import CAPABILITIES, DIGESTS, ENSURE_BUCKET, LIST_BACKUPS, LOAD_DATA
@@ -112,6 +113,55 @@ def _assert_not_exposed() -> None:
 
 def _redis_password(stack: Stack) -> str:
     return (stack.secrets_dir / "redis_password").read_text().strip()
+
+
+def _assert_app_users(stack: Stack) -> None:
+    """The app's Redis user (the ready-made `redis_app_url` secret, host part
+    swapped for the ports overlay) reads and writes, but is refused what only
+    the ops layer may do; the ops (default) user keeps full rights.
+
+    The MongoDB app user (rpger_app, readWrite on `rpger`, created by
+    compose/scripts/mongo-healthcheck.js) cannot be checked here: the FerretDB
+    stand-in has no authentication or users and runs its own healthcheck, not
+    the mongosh one (tests/unit/test_mongo_healthcheck_js.py covers the
+    script's logic under node with a fake `db`)."""
+    import redis as redis_lib
+
+    url = urlsplit((stack.secrets_dir / "redis_app_url").read_text().strip())
+    assert (url.hostname, url.port, url.username) == ("redis", 6379, "rpger_app"), url._replace(netloc="...")
+    local = url._replace(netloc=f"{url.username}:{url.password}@127.0.0.1:{DB_PORTS['redis']}").geturl()
+    app = redis_lib.Redis.from_url(local, socket_timeout=5)
+    assert app.acl_whoami() in ("rpger_app", b"rpger_app")
+    assert app.set("rpger:e2e:app-user", "ok") is True
+    assert app.get("rpger:e2e:app-user") == b"ok"
+    assert app.delete("rpger:e2e:app-user") == 1
+    refused = {
+        "FLUSHALL": ("FLUSHALL",),
+        "FLUSHDB": ("FLUSHDB",),
+        "CONFIG GET": ("CONFIG", "GET", "appendonly"),
+        "PSYNC": ("PSYNC", "?", "-1"),
+        "SYNC": ("SYNC",),
+        "REPLCONF": ("REPLCONF", "listening-port", "6380"),
+        "ACL SETUSER": ("ACL", "SETUSER", "rpger_app", "+@all"),
+        "CLIENT KILL": ("CLIENT", "KILL", "ID", "999999"),
+    }
+    for name, cmd in refused.items():
+        try:
+            app.execute_command(*cmd)
+        except redis_lib.exceptions.NoPermissionError:
+            continue
+        pytest.fail(f"the app user may run {name}")
+    app.close()
+    # The ops (default) user still has everything (backups use PSYNC/REPLCONF,
+    # forced restores FLUSHDB; backup_all and preseed exercise those for real).
+    ops = redis_lib.Redis(host="127.0.0.1", port=DB_PORTS["redis"], password=_redis_password(stack))
+    acl = [u.decode() if isinstance(u, bytes) else u for u in ops.acl_list()]
+    users = {u.split()[1]: u for u in acl}
+    assert set(users) == {"default", "rpger_app"}, users.keys()
+    assert users["default"].endswith(" ~* &* +@all"), "default user restricted"
+    assert "-@dangerous" in users["rpger_app"], "rpger_app not restricted"
+    assert ops.config_get("appendonly") == {"appendonly": "yes"}
+    ops.close()
 
 
 def _screenshot(path: Path) -> str:
@@ -240,10 +290,21 @@ def test_secrets_refused_when_missing_or_placeholder(stack: Stack, tmp_path: Pat
         env=dict(os.environ, RPGER_SECRETS_DIR=str(stack.secrets_dir), RPGER_COMPOSE_ENV_FILE=str(stack.env_file)))
     after = {p.name: (p.read_bytes(), p.stat().st_mode & 0o777) for p in stack.secrets_dir.iterdir()}
     assert before == after
-    for name in ("mongodb_password", "mongodb_keyfile", "redis_password"):
+    for name in ("mongodb_password", "mongodb_keyfile", "redis_password", "mongodb_app_password",
+                 "redis_app_password", "mongodb_app_uri", "redis_app_url"):
         mode = after[name][1]
         assert mode & 0o007 == 0, f"{name} is world-accessible: {oct(mode)}"
         assert len(after[name][0]) >= 32
+    # Only root (the database containers) reads the app passwords; the app's
+    # connection secrets carry them (the generator's alphabet is URL-safe).
+    for name in ("mongodb_app_password", "redis_app_password"):
+        assert after[name][1] == 0o600, (name, oct(after[name][1]))
+    app_mongo_pw = after["mongodb_app_password"][0].decode()
+    app_redis_pw = after["redis_app_password"][0].decode()
+    assert after["mongodb_app_uri"][0].decode() == \
+        f"mongodb://rpger_app:{app_mongo_pw}@mongodb:27017/rpger?authSource=rpger&replicaSet=rs0"
+    assert after["redis_app_url"][0].decode() == f"redis://rpger_app:{app_redis_pw}@redis:6379/0"
+    assert app_redis_pw != _redis_password(stack)
 
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -262,6 +323,11 @@ def test_secrets_refused_when_missing_or_placeholder(stack: Stack, tmp_path: Pat
         p = podman("run", "--rm", *mounts, "-e", "REDIS_PASSWORD_FILE=/run/secrets/redis_password",
                    stack.env["RPGER_OPS_IMAGE"], "true", check=False, timeout=60)
         assert p.returncode == 78, f"ops entrypoint with {case} secret: rc={p.returncode} {p.stderr}"
+    # A valid ops password but no app password: the Valkey wrapper refuses too.
+    p = podman("run", "--rm", "-v", f"{stack.secrets_dir / 'redis_password'}:/run/secrets/redis_password:ro",
+               "-v", scripts, "--entrypoint", "/bin/sh", redis_image, "/rpger/redis-entrypoint.sh",
+               check=False, timeout=60)
+    assert p.returncode == 78 and "redis_app_password" in p.stderr, f"rc={p.returncode} {p.stderr}"
 
 
 def test_stack_end_to_end(stack: Stack) -> None:
@@ -367,6 +433,9 @@ def test_stack_end_to_end(stack: Stack) -> None:
                        "REDISCLI_AUTH=wrong-password-123 VALKEYCLI_AUTH=wrong-password-123 "
                        "$cli -e --no-auth-warning ping", check=False)
             assert p.returncode != 0, p.stdout
+
+        with t.step("app users: redis_app_url works, but no admin/dangerous commands"):
+            _assert_app_users(stack)
 
         with t.step("screenshot of the Dagster asset graph"):
             log(f"screenshot: {_screenshot(SCREENSHOT)}")
