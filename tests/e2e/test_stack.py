@@ -446,6 +446,15 @@ def test_stack_end_to_end(stack: Stack) -> None:
                               "--format", "{{.Names}} {{.Image}} {{.Status}}").stdout.strip()
             log(f"run {run_id}: {status}; container: {launched or '-'}")
             assert launched, "no run container was started through the podman socket"
+            if status != "SUCCESS":  # say why, for the CI log
+                daemon_log = podman("logs", "--tail", "40", "rpger-dagster-daemon", check=False)
+                name = launched.split()[0]
+                container_log = podman("logs", "--tail", "40", name, check=False)
+                state = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}} {{.State.Error}}",
+                               name, check=False)
+                log(f"launched container {name}: {state.stdout.strip()} {state.stderr.strip()}\n"
+                    f"its log:\n{container_log.stdout}{container_log.stderr}\n"
+                    f"daemon log:\n{daemon_log.stdout}{daemon_log.stderr}")
             assert status == "SUCCESS", f"launched run ended {status}"
             podman("rm", "-f", *[ln.split()[0] for ln in launched.splitlines()], check=False)
 

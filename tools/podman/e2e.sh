@@ -52,14 +52,25 @@ SOCK=/run/podman/podman.sock
 sock_answers() {
     python3 -c 'import socket, sys; s = socket.socket(socket.AF_UNIX); s.settimeout(2); s.connect(sys.argv[1])' "$SOCK" 2>/dev/null
 }
-if ! sock_answers; then
-    log "starting podman system service on $SOCK"
-    mkdir -p /run/podman
-    rm -f "$SOCK" # stale socket of a service that is gone
-    nohup podman system service --time=0 "unix://$SOCK" >/tmp/rpger-podman-service.log 2>&1 &
-    for _ in $(seq 50); do sock_answers && break; sleep 0.2; done
-    sock_answers || { echo "e2e.sh: podman system service did not come up" >&2; exit 1; }
+# A fresh service for every run, started from / and stopped at the end: a
+# long-lived service whose working directory was deleted (an old clone) fails
+# every container start with "write child: broken pipe".
+PIDFILE=/run/podman/rpger-e2e-service.pid
+mkdir -p /run/podman
+if [[ -f $PIDFILE ]]; then
+    kill "$(cat "$PIDFILE")" 2>/dev/null || true
 fi
+pkill -f "podman system service --time=0 unix://$SOCK" 2>/dev/null || true
+for _ in $(seq 25); do sock_answers || break; sleep 0.2; done
+rm -f "$SOCK"
+log "starting podman system service on $SOCK"
+(cd / && exec nohup podman system service --time=0 "unix://$SOCK" >/tmp/rpger-podman-service.log 2>&1) &
+echo $! >"$PIDFILE"
+# shellcheck disable=SC2317  # invoked by the trap
+stop_service() { kill "$(cat "$PIDFILE" 2>/dev/null)" 2>/dev/null || true; rm -f "$PIDFILE"; }
+[[ ${RPGER_E2E_KEEP:-} == 1 ]] || trap stop_service EXIT
+for _ in $(seq 50); do sock_answers && break; sleep 0.2; done
+sock_answers || { echo "e2e.sh: podman system service did not come up" >&2; exit 1; }
 # Like Docker's root:docker 0660 socket: the daemon container (uid 10001) gets
 # the socket's group (setup-secrets.sh puts it into RPGER_DOCKER_GID).
 chmod 0660 "$SOCK"
