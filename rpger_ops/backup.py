@@ -10,13 +10,11 @@ partial files.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -82,19 +80,6 @@ def _fail(catalog: Catalog, set_id: str, db: str, step: str, exc: BaseException)
     message = f"{db} {step} failed: {safe_error(exc)}"
     catalog.update_database(set_id, db, status=FAILED, error=message, failed_at=_now())
     return BackupError(f"backup set {set_id}: {message}", set_id)
-
-
-@contextmanager
-def _set_lock(catalog: Catalog, set_id: str, name: str) -> Iterator[None]:
-    """Serialise one kind of work on a set across processes (the three chains of a
-    set run in parallel)."""
-    path = catalog.set_dir(set_id) / f".{name}.lock"
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 # --- the set -------------------------------------------------------------------------
@@ -314,7 +299,7 @@ def upload_offsite(settings: Settings, set_id: str, db: EngineName,
     try:
         store = OffsiteStore.from_settings(settings)
         # One uploader at a time per set, so the last manifest uploaded lists every copy.
-        with _set_lock(catalog, set_id, "offsite"):
+        with catalog.lock(set_id, "offsite"):
             result = store.upload_archive(catalog, set_id, db)
             store.upload_manifest(catalog, set_id)
     except Exception as exc:

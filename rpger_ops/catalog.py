@@ -102,8 +102,9 @@ class Catalog:
             raise CatalogError(f"backup set {set_id}: manifest is not valid JSON ({exc})") from None
 
     @contextmanager
-    def _locked(self, set_id: str) -> Iterator[None]:
-        lock_path = self.set_dir(set_id) / ".manifest.lock"
+    def lock(self, set_id: str, name: str = "manifest") -> Iterator[None]:
+        """Serialise one kind of work on a set across processes (exclusive flock)."""
+        lock_path = self.set_dir(set_id) / f".{name}.lock"
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         with open(lock_path, "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
@@ -114,7 +115,7 @@ class Catalog:
 
     def update(self, set_id: str, mutate: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Read-modify-write the manifest under an exclusive lock; atomic replace."""
-        with self._locked(set_id):
+        with self.lock(set_id):
             path = self.manifest_path(set_id)
             manifest: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
             mutate(manifest)
