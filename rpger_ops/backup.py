@@ -11,7 +11,6 @@ partial files.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import time
 from collections.abc import Iterable
@@ -25,7 +24,7 @@ from rpger_ops.archive import ArchiveError, create_archive, extract_archive, sha
 from rpger_ops.catalog import ARCHIVED, DUMPING, FAILED, VERIFIED, Catalog, archive_name, new_set_id
 from rpger_ops.digestcheck import matches_backup
 from rpger_ops.engines import build_engine
-from rpger_ops.engines.base import ENGINE_NAMES, EngineError, EngineName, Progress, no_progress
+from rpger_ops.engines.base import ENGINE_NAMES, EngineError, EngineName, Progress, no_progress, safe_error
 from rpger_ops.settings import Settings
 
 BackupKind = Literal["scheduled", "safety", "manual"]
@@ -54,16 +53,6 @@ class CheckOutcome:
 
 
 # --- helpers -------------------------------------------------------------------------
-
-_URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
-
-
-def safe_error(exc: BaseException) -> str:
-    """An exception as one line without credentials (engines' messages already are safe;
-    driver messages may quote a URI)."""
-    text = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
-    return _URL_CREDENTIALS.sub(r"\1***@", text).splitlines()[0] if text else type(exc).__name__
-
 
 def _now() -> str:
     return datetime.now(UTC).isoformat()

@@ -42,6 +42,7 @@ from rpger_ops.engines.base import (
     Progress,
     StackMarker,
     no_progress,
+    safe_error,
 )
 from rpger_ops.schema import code_schema_version
 
@@ -139,7 +140,7 @@ class SetSources:
         try:
             manifests = self.catalog.list_sets()
         except OSError as exc:
-            self.notes.append(f"local backup directory unreadable: {_safe(exc)}")
+            self.notes.append(f"local backup directory unreadable: {safe_error(exc)}")
             self.unavailable.append("local backup directory")
             return {}
         return {m["set_id"]: m for m in manifests if is_verified_for(m, dbs)}
@@ -163,7 +164,7 @@ class SetSources:
         try:
             ids = store.list_set_ids()
         except Exception as exc:  # the store is a fallback: report, don't crash
-            self.notes.append(f"off-site store unavailable: {_safe(exc)}")
+            self.notes.append(f"off-site store unavailable: {safe_error(exc)}")
             self.unavailable.append("off-site store")
             return {}
         found: dict[str, dict[str, Any]] = {}
@@ -171,7 +172,7 @@ class SetSources:
             try:
                 manifest = self._remote_manifests.get(set_id) or store.read_manifest(set_id)
             except Exception as exc:
-                self.notes.append(f"off-site set {set_id}: manifest unreadable ({_safe(exc)})")
+                self.notes.append(f"off-site set {set_id}: manifest unreadable ({safe_error(exc)})")
                 continue
             self._remote_manifests[set_id] = manifest
             if is_verified_for(manifest, dbs):
@@ -239,7 +240,7 @@ class SetSources:
         try:
             store.download_set(candidate.set_id, download, [db])
         except Exception as exc:
-            raise SourceError(f"off-site set {candidate.set_id}: download failed ({_safe(exc)})") from None
+            raise SourceError(f"off-site set {candidate.set_id}: download failed ({safe_error(exc)})") from None
         try:
             return self._extract_checked(download, candidate, db, dest)
         finally:
@@ -264,14 +265,8 @@ class SetSources:
         try:
             extract_archive(path, dest)
         except Exception as exc:
-            raise SourceError(f"{where}: {path.name} cannot be extracted ({_safe(exc)})") from None
+            raise SourceError(f"{where}: {path.name} cannot be extracted ({safe_error(exc)})") from None
         return dest
-
-
-def _safe(exc: BaseException) -> str:
-    """An exception as one line; our libraries keep secrets out of messages."""
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 # --- one database ------------------------------------------------------------------
@@ -359,7 +354,7 @@ def restore_database(engine: Engine, db: str, candidates: Sequence[Candidate], s
         except Exception as exc:  # whatever broke, partial data must not look like a seeded database
             _wipe_quietly(engine, db)
             return DatabaseRestore(db, "failed", cand.set_id, cand.origin, notes=notes,
-                                   error=f"loading {cand.label} failed: {_safe(exc)}; the partial load was removed")
+                                   error=f"loading {cand.label} failed: {safe_error(exc)}; the partial load was removed")
         finally:
             shutil.rmtree(dump_dir, ignore_errors=True)
         outcome = DatabaseRestore(db, "restored", cand.set_id, cand.origin, dict(result.counts),
@@ -448,7 +443,7 @@ def migrate_stack(settings: Settings, progress: Progress = no_progress) -> Migra
     try:
         applied = list(migrate.apply_pending(settings, progress=progress))
     except Exception as exc:  # the data is back; the schema step is what failed
-        return MigrationOutcome(error=f"pending migrations failed: {_safe(exc)}")
+        return MigrationOutcome(error=f"pending migrations failed: {safe_error(exc)}")
     progress(f"migrations applied: {applied or 'none pending'}", 1, 1)
     return MigrationOutcome(applied)
 
@@ -598,4 +593,4 @@ def _safety_backup(settings: Settings, dbs: list[EngineName], progress: Progress
     try:
         return take_backup_set(settings, dbs=dbs, kind="safety", offsite=False, progress=progress)
     except Exception as exc:
-        raise RestoreError(f"safety backup failed, nothing was replaced: {_safe(exc)}") from None
+        raise RestoreError(f"safety backup failed, nothing was replaced: {safe_error(exc)}") from None

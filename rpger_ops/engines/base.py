@@ -20,6 +20,7 @@ Shared vocabulary:
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -44,6 +45,16 @@ def no_progress(message: str, done: int, total: int | None) -> None:
 
 class EngineError(Exception):
     """A database operation failed; the message is safe to show (no secrets)."""
+
+
+_URL_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
+
+
+def safe_error(exc: BaseException) -> str:
+    """An exception as one line without credentials (engines' messages already are safe;
+    driver messages may quote a URI)."""
+    text = str(exc) if isinstance(exc, EngineError) else f"{type(exc).__name__}: {exc}"
+    return _URL_CREDENTIALS.sub(r"\1***@", text).splitlines()[0] if text else type(exc).__name__
 
 
 class NotReadyError(EngineError):
