@@ -1,5 +1,7 @@
 # rpger_ops image: the Dagster code location (gRPC server), webserver, daemon,
-# the run containers the DockerRunLauncher starts, and the one-shot `preseed`.
+# the run containers of the opt-in DockerRunLauncher, and the one-shot `preseed`.
+# It runs as uid/gid 10001 on a read-only root filesystem (compose sets
+# read_only + a /tmp tmpfs); everything it writes is on the two volumes.
 #
 #   docker build -t rpger-ops:0.1.0 .          (compose/compose.yaml does this)
 #
@@ -14,7 +16,7 @@ ARG BASE_IMAGE=python:3.11.13-slim-bookworm
 # image is unavailable (the podman e2e passes its Debian base here), the
 # distribution's valkey-server (Debian 13: 8.1, like the e2e stand-in) or else
 # redis-server is installed.
-ARG VALKEY_IMAGE=valkey/valkey:8.1.3
+ARG VALKEY_IMAGE=valkey/valkey:8.1.11
 
 FROM ${VALKEY_IMAGE} AS valkey
 RUN mkdir -p /rpger-valkey \
@@ -62,18 +64,23 @@ RUN set -eux; \
         > /tmp/build/requirements.txt; \
     pip install -r /tmp/build/requirements.txt
 
+# ./client: rpger_ops.clients re-exports it; its requirements are already in
+# (chromadb-client's by the full chromadb: see pyproject.toml).
 COPY --chown=root:root . /tmp/build/src
 RUN set -eux; \
     cd /tmp/build/src; \
     [ -f README.md ] || echo "rpger-ops" > README.md; \
-    pip install --no-deps .; \
+    pip install --no-deps . ./client; \
     install -d /usr/local/lib/rpger /opt/rpger; \
     install -m 0755 compose/scripts/ops-entrypoint.sh /usr/local/bin/rpger-entrypoint; \
     install -m 0644 compose/scripts/check-secrets.sh /usr/local/lib/rpger/check-secrets.sh; \
     install -m 0644 dagster.yaml /opt/rpger/dagster.yaml; \
+    install -m 0644 dagster.docker-launcher.yaml /opt/rpger/dagster.docker-launcher.yaml; \
     install -m 0644 compose/dagster/workspace.yaml /opt/rpger/workspace.yaml; \
     rm -rf /tmp/build; \
-    rpger-ops --help >/dev/null 2>&1 || echo "note: rpger-ops CLI not importable yet"
+    # An image that cannot load its own code must not be built (no fallbacks that hide it).
+    rpger-ops --help >/dev/null; \
+    python3 -c "import rpger_ops.definitions"
 
 USER rpger
 WORKDIR /opt/dagster

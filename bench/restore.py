@@ -21,56 +21,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import secrets
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rpger_ops import devservers, migrate, testdata
-from rpger_ops.connect import chroma_admin, chroma_client, mongo_client, redis_client
-from rpger_ops.engines import build_engine
-from rpger_ops.engines.base import ENGINE_NAMES, EngineName
-from rpger_ops.health import check_all
-from rpger_ops.preseed import preseed
-from rpger_ops.restore import restore_set
-from rpger_ops.settings import Settings, load_settings
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Stack, bulk_cache_keys, load_cache_keys, ratio, run_child, timed, write_json  # noqa: E402
 
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - started, result
-
-
-class Stack:
-    """Three servers on fresh data directories under `root`."""
-
-    def __init__(self, root: Path, backup_dir: Path) -> None:
-        self.servers: list[devservers.Server] = []
-        password = secrets.token_urlsafe(18)
-        started = time.perf_counter()
-        ferret = self._keep(devservers.start_ferretdb(root / "ferretdb"))
-        redis = self._keep(devservers.start_redis(root / "redis", password))
-        chroma = self._keep(devservers.start_chroma(root / "chroma"))
-        self.start_seconds = time.perf_counter() - started
-        self.settings: Settings = load_settings(
-            _env_file=None, MONGODB_URI=f"mongodb://{ferret.host}:{ferret.port}/", MONGODB_DATABASE="rpger",
-            REDIS_URL=f"redis://{redis.host}:{redis.port}/0", REDIS_PASSWORD=password,
-            CHROMA_HOST=chroma.host, CHROMA_PORT=chroma.port, RPGER_BACKUP_DIR=str(backup_dir),
-            RPGER_STACK_ID="bench")
-
-    def _keep(self, server: devservers.Server) -> devservers.Server:
-        self.servers.append(server)
-        return server
-
-    def stop(self) -> None:
-        for s in self.servers:
-            s.stop()
-
+from rpger_ops import migrate, testdata  # noqa: E402
+from rpger_ops.connect import chroma_client, mongo_client  # noqa: E402
+from rpger_ops.engines import build_engine  # noqa: E402
+from rpger_ops.engines.base import ENGINE_NAMES, EngineName  # noqa: E402
+from rpger_ops.health import check_all  # noqa: E402
+from rpger_ops.restore import restore_set  # noqa: E402
+from rpger_ops.settings import Settings  # noqa: E402
 
 # --- raw bulk loads (the baselines) ----------------------------------------------------
 
@@ -88,25 +53,9 @@ def raw_load_mongo(settings: Settings, docs: dict[str, list[dict[str, Any]]]) ->
     return n
 
 
-def bulk_cache_keys(count: int, seed: int = 11) -> list[tuple[str, str, int | None]]:
-    """Extra string keys (JSON values, most with a TTL), like RPGer's caches at scale."""
-    rnd = random.Random(seed)
-    return [(f"cache:entity:{i}", json.dumps({"id": i, "payload": "x" * rnd.randrange(50, 400)}),
-             rnd.choice([None, 3_600_000, 86_400_000])) for i in range(count)]
-
-
 def raw_load_redis(settings: Settings, scale: int, cache: list[tuple[str, str, int | None]]) -> int:
     report = testdata.load_redis(settings, scale=scale)
-    r = redis_client(settings)
-    pipe = r.pipeline(transaction=False)
-    for i, (key, value, ttl_ms) in enumerate(cache, 1):
-        pipe.set(key, value)
-        if ttl_ms:
-            pipe.pexpire(key, ttl_ms)
-        if i % 1000 == 0:
-            pipe.execute()
-    pipe.execute()
-    r.close()
+    load_cache_keys(settings, cache)
     return report.redis_keys + len(cache)
 
 
@@ -124,7 +73,8 @@ def chroma_records(scale: int, seed: int = 7) -> dict[str, tuple[list[str], list
 
 def raw_load_chroma(settings: Settings, records: dict[str, Any]) -> int:
     client = chroma_client(settings)
-    batch = client.get_max_batch_size()
+    # The server's request-size limit (413 at ~5.4k rows of 1536-d) is below its max batch size.
+    batch = min(client.get_max_batch_size(), 1000)
     n = 0
     for name, (ids, vecs, docs, metas) in records.items():
         coll = client.create_collection(name, metadata={"rpger_entity": name},
@@ -134,14 +84,6 @@ def raw_load_chroma(settings: Settings, records: dict[str, Any]) -> int:
                      metadatas=metas[s:s + batch])
         n += len(ids)
     return n
-
-
-def ensure_chroma_database(settings: Settings) -> None:
-    admin = chroma_admin(settings)
-    try:
-        admin.get_database(settings.chroma_database, tenant=settings.chroma_tenant)
-    except Exception:
-        admin.create_database(settings.chroma_database, tenant=settings.chroma_tenant)
 
 
 def wipe(settings: Settings, name: EngineName) -> None:
@@ -154,11 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, default=1000, help="documents per reference collection (default 1000)")
     parser.add_argument("--redis-keys", type=int, default=None, help="extra cache keys (default 20 x scale)")
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--json", type=Path, help="also write the flat results here")
     args = parser.parse_args(argv)
     redis_keys = args.redis_keys if args.redis_keys is not None else 20 * args.scale
 
-    from rpger_ops.backup import take_backup_set
+    from rpger_ops.pipeline import BackupPipeline
+    from rpger_ops.sets import SetKind
 
     with tempfile.TemporaryDirectory(prefix="rpger-bench-restore-") as tmp:
         root = Path(tmp)
@@ -166,7 +109,6 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, Any] = {"scale": args.scale, "redis_extra_keys": redis_keys, "databases": {}}
         try:
             s = source.settings
-            ensure_chroma_database(s)
             docs = testdata.mongo_documents(args.scale)
             cache = bulk_cache_keys(redis_keys)
             records = chroma_records(args.scale)
@@ -177,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             }
             # A live stack is migrated: the restores below then have nothing pending.
             migrate.apply_pending(s)
-            backup_s, set_id = timed(lambda: take_backup_set(s, kind="manual", offsite=False))
+            backup_s, outcome = timed(lambda: BackupPipeline(s).take_set(SetKind.MANUAL, offsite=False))
+            assert outcome.complete, outcome.problems()
+            set_id = outcome.set_id
             results["backup_seconds"] = backup_s
             for name in ENGINE_NAMES:
                 wipe(s, name)
@@ -185,28 +129,48 @@ def main(argv: list[str] | None = None) -> int:
                 d = report.databases[name]
                 assert d.ok, d.summary()
                 raw_s, items = baselines[name]
+                dump_mb = (outcome.backup_set.databases[name].dump_bytes or 0) / 1e6
                 results["databases"][name] = {"items": items, "raw_load_s": raw_s, "load_s": d.seconds,
-                                              "digest_s": d.digest_seconds, "restore_s": total_s}
+                                              "digest_s": d.digest_seconds, "restore_s": total_s,
+                                              "dump_mb": round(dump_mb, 2),
+                                              "items_per_s": round(items / total_s), "mb_per_s": round(dump_mb / total_s, 2)}
         finally:
             source.stop()
 
         fresh = Stack(root / "fresh", root / "backups")
         try:
-            ensure_chroma_database(fresh.settings)
-            preseed_s, report = timed(lambda: preseed(fresh.settings))
+            # The startup gate in a child process: its wall time and its own peak RSS.
+            work = root / "work"
+            work.mkdir()
+            preseed_s, peak_mb, out = run_child(fresh.settings, "preseed", "--json", "--timeout", "60", cwd=work)
+            report = json.loads(out)
             health_s, health = timed(lambda: check_all(fresh.settings))
-            assert report.ok and all(d.action == "restored" for d in report.databases.values()), report.lines()
+            assert report["ok"] and all(d["action"] == "restored" for d in report["databases"].values()), report
             assert all(h.up for h in health.values())
             results["fresh_start_s"] = fresh.start_seconds
             results["preseed_s"] = preseed_s
             results["health_s"] = health_s
+            results["restore_peak_rss_mb"] = peak_mb
         finally:
             fresh.stop()
 
     print_table(results)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        write_json(args.json, flat_results(results))
     return 0
+
+
+def flat_results(r: dict[str, Any]) -> dict[str, Any]:
+    flat: dict[str, Any] = {k: v for k, v in r.items() if not isinstance(v, dict)}
+    for name, d in r["databases"].items():
+        flat.update({f"{name}_{k}": round(v, 3) if isinstance(v, float) else v for k, v in d.items()})
+        flat[f"{name}_restore_ratio"] = round(ratio(d["restore_s"], d["raw_load_s"]), 2)
+        flat[f"{name}_load_ratio"] = round(ratio(d["load_s"], d["raw_load_s"]), 2)
+    raw_sum = sum(d["raw_load_s"] for d in r["databases"].values())
+    flat["rto_s"] = round(r["preseed_s"] + r["health_s"], 2)
+    flat["raw_loads_sum_s"] = round(raw_sum, 2)
+    flat["rto_vs_raw_sum"] = round(ratio(flat["rto_s"], raw_sum), 2)
+    return flat
 
 
 def print_table(r: dict[str, Any]) -> None:
@@ -220,9 +184,11 @@ def print_table(r: dict[str, Any]) -> None:
               f"{d['digest_s']:>8.2f} | {d['restore_s']:>9.2f} | {d['load_s'] / d['raw_load_s']:>8.2f} | "
               f"{d['restore_s'] / d['raw_load_s']:>11.2f} |")
     total = r["preseed_s"] + r["health_s"]
-    print(f"\nthree empty databases -> preseeded and healthy: {total:.2f}s "
-          f"(preseed {r['preseed_s']:.2f}s incl. digest checks, health {r['health_s']:.2f}s; "
-          f"starting the three fresh servers took {r['fresh_start_s']:.2f}s before that)")
+    raw_sum = sum(d["raw_load_s"] for d in r["databases"].values())
+    print(f"\nthree empty databases -> preseeded and healthy (RTO): {total:.2f}s = {ratio(total, raw_sum):.2f}x the "
+          f"sum of the raw loads ({raw_sum:.2f}s); preseed {r['preseed_s']:.2f}s incl. digest checks "
+          f"(peak RSS {r['restore_peak_rss_mb']} MB), health {r['health_s']:.2f}s; starting the three fresh "
+          f"servers took {r['fresh_start_s']:.2f}s before that")
 
 
 if __name__ == "__main__":

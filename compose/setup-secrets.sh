@@ -9,7 +9,8 @@
 # database password, changing it in the database too).
 #
 # The RPGer app gets its own least-privilege users (rpger_app in MongoDB with
-# readWrite on `rpger` only; rpger_app in Valkey without @admin/@dangerous) and
+# readWrite on `rpger` only; rpger_app in Valkey without @admin/@dangerous
+# except INFO and KEYS, which RPGer calls: scripts/redis-acl.sh) and
 # ready-made connection secrets for its compose file: mongodb_app_uri and
 # redis_app_url. The database containers (re)create those users from
 # mongodb_app_password / redis_app_password at every start, so rotating the app
@@ -53,6 +54,8 @@ secret() { # secret NAME -> the file's value without CR/LF (as the containers re
 # secrets are bind mounts keeping host ownership: the secrets they read are
 # made readable by group 10001 (0640); the others stay 0600 root.
 OPS_GID=${RPGER_OPS_GID:-10001}
+# The admin proxy's htpasswd: group 101 (nginx in nginxinc/nginx-unprivileged).
+PROXY_GID=${RPGER_PROXY_GID:-101}
 # The app's connection secrets: 0600 root (the app reads them as root, e.g. in
 # its entrypoint), or 0640 root:$RPGER_APP_GID when the app runs as that group.
 APP_GID=${RPGER_APP_GID:-}
@@ -69,6 +72,8 @@ put() { # put NAME VALUE [ops] : write only when missing
     chmod 600 "$tmp"
     if [[ ${3:-} == ops ]]; then
         chgrp "$OPS_GID" "$tmp" 2>/dev/null && chmod 640 "$tmp"
+    elif [[ ${3:-} == proxy ]]; then
+        chgrp "$PROXY_GID" "$tmp" 2>/dev/null && chmod 640 "$tmp"
     elif [[ ${3:-} == app && -n $APP_GID ]]; then
         chgrp "$APP_GID" "$tmp" 2>/dev/null && chmod 640 "$tmp"
     fi
@@ -91,6 +96,17 @@ put mongodb_app_uri "$mongodb_app_uri" app
 put redis_app_url "$redis_app_url" app
 put s3_access_key "${RPGER_S3_ACCESS_KEY:-}" ops
 put s3_secret_key "${RPGER_S3_SECRET_KEY:-}" ops
+# Optional URLs (empty = off): alert webhook, heartbeat (dead man's switch).
+put alert_webhook_url "${RPGER_ALERT_WEBHOOK_URL:-}" ops
+put heartbeat_url "${RPGER_HEARTBEAT_URL:-}" ops
+# The admin UI (compose profile `admin`): user `admin`; the proxy (nginx,
+# uid 101) reads only the SHA-512-crypt hash.
+put dagster_admin_password "$(rand 24)"
+if [[ ! -e $DIR/dagster_admin_htpasswd ]]; then
+    command -v openssl >/dev/null || { echo "setup-secrets: openssl is needed to hash the admin password" >&2; exit 1; }
+    hash=$(tr -d '\r\n' <"$DIR/dagster_admin_password" | openssl passwd -6 -stdin)
+    put dagster_admin_htpasswd "admin:$hash"$'\n' proxy
+fi
 
 # compose/.env: non-secret settings read by `docker compose` for substitution.
 ENV_FILE=${RPGER_COMPOSE_ENV_FILE:-$HERE/.env}
@@ -109,13 +125,19 @@ RPGER_S3_SECURE=true
 RPGER_S3_REGION=
 RPGER_BACKUP_CRON=0 3 * * *
 RPGER_RETENTION_CRON=30 4 * * *
-# Engine socket for the Dagster DockerRunLauncher (daemon only) and its group.
+# Only for the opt-in compose.docker-launcher.yaml (socket proxy): the engine
+# socket and its group.
 RPGER_DOCKER_SOCKET=$sock
 RPGER_DOCKER_GID=$gid
 ENV
     chmod 644 "$ENV_FILE"
     created+=(".env")
 fi
+
+# The data and backup volumes are `external` in compose.yaml: created here,
+# once, so that `docker compose down -v` can never delete them.
+# shellcheck source=setup-volumes.sh
+. "$HERE/setup-volumes.sh"
 
 if ((${#created[@]})); then
     echo "setup-secrets: created ${created[*]} in $DIR (existing files kept)"

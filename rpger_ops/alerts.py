@@ -71,6 +71,24 @@ class Alerter:
             state["open"][key] = {"since": now, "summary": summary, "delivered": delivered}
             return True
 
+    def remind(self, key: str, summary: str, details: dict[str, Any] | None = None,
+               severity: str = "warning", every_hours: float = 24.0, now: datetime | None = None) -> bool:
+        """Open `key` like raise_incident, and repeat the message every `every_hours`
+        while it stays open (a standing condition someone must act on, e.g. no
+        off-site copy). True when a message was sent now."""
+        now = now or datetime.now(UTC)
+        with self._state() as state:
+            entry = state["open"].get(key)
+            if entry is not None:
+                last = datetime.fromisoformat(entry.get("last_sent") or entry["since"])
+                if (now - last).total_seconds() < every_hours * 3600:
+                    return False
+            delivered = self._post("alert", key, summary, details or {}, severity)
+            since = entry["since"] if entry else now.isoformat()
+            state["open"][key] = {"since": since, "summary": summary, "delivered": delivered,
+                                  "last_sent": now.isoformat()}
+            return True
+
     def resolve(self, key: str, summary: str, details: dict[str, Any] | None = None) -> bool:
         """Close an open incident with a recovery message; False if none was open."""
         with self._state() as state:

@@ -1,195 +1,102 @@
-"""Pooled, retrying clients for the RPGer backend (and the ops layer's own use).
+"""The app-facing clients, from the separate distribution `rpger-stack-client`
+(client/ in this repository, `import rpger_stack_client`): re-exported here,
+plus a constructor from the ops layer's Settings.
 
-    from rpger_ops.clients import StackClients
-    clients = StackClients.from_env()           # same variables as the RPGer backend
-    doc = clients.read(lambda: clients.mongo_db["campaigns"].find_one({"name": n}))
-    clients.redis.set("k", "v")                 # plain calls are not retried
-    clients.write_idempotent(lambda: clients.redis.set("game:state:environment", s))
+    from rpger_ops.clients import StackClients, stack_clients
+    clients = StackClients.from_env()          # RPGer's variables (+ *_FILE); imports no Dagster
+    clients = stack_clients(load_settings())   # the ops Settings; the ops layer's 30 s retry budget
 
-Retries (tenacity: exponential backoff with jitter, bounded in attempts and
-time) cover transient errors only — connection refused/reset, timeouts, a
-primary stepping down, a server still loading — and only for operations the
-caller declares idempotent (`read`, `write_idempotent`). A non-idempotent
-write (INCR, LPUSH, insert without a fixed _id) is never retried blindly:
-after a dropped connection nobody knows whether it was applied.
+One implementation for the app and the ops layer: retries for idempotent
+calls only (`read`, `write_idempotent`), never a blind replay of a plain call.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
-import tenacity
+try:
+    from rpger_stack_client import (
+        ClientConfig,
+        ConfigError,
+        RetryPolicy,
+        RetryStats,
+        StackClients,
+        api_health,
+        check_all,
+        is_transient,
+        transient_errors,
+    )
+except ModuleNotFoundError as exc:  # pragma: no cover - an install without ./client
+    if exc.name != "rpger_stack_client":
+        raise
+    raise ModuleNotFoundError(
+        "rpger_ops.clients needs the client package of this repository: pip install --no-deps ./client "
+        "(scripts/bootstrap and the Dockerfile do; see pyproject.toml)", name=exc.name) from None
 
-from rpger_ops.connect import chroma_client, mongo_client
-from rpger_ops.settings import Settings, load_settings
+from rpger_ops.settings import Settings
 
-if TYPE_CHECKING:
-    import chromadb.api
-    import pymongo
-    import pymongo.database
-    import redis
+__all__ = [
+    "OPS_RETRY_BUDGET_S",
+    "ClientConfig",
+    "ConfigError",
+    "RetryPolicy",
+    "RetryStats",
+    "StackClients",
+    "api_health",
+    "check_all",
+    "client_config",
+    "is_transient",
+    "stack_clients",
+    "transient_errors",
+]
 
-T = TypeVar("T")
+# Background work (sensors, jobs) may wait out a database restart; a request
+# handler may not (the client's own default is 2 s).
+OPS_RETRY_BUDGET_S = 30.0
 
 
-def transient_errors() -> tuple[type[BaseException], ...]:
-    """Errors after which the same idempotent call may succeed."""
-    import httpx
-    import pymongo.errors
-    import redis.exceptions
+def _redis_url_with_credentials(settings: Settings) -> str:
+    """REDIS_URL with REDIS_USERNAME/REDIS_PASSWORD put inside it (the client
+    takes credentials in the URL only); credentials already in the URL win,
+    as they do for redis-py."""
+    url = settings.redis_url.get_secret_value()
+    parts = urlsplit(url)
+    if settings.redis_password is None or "@" in parts.netloc or parts.scheme == "unix":
+        return url
+    user = quote(settings.redis_username or "", safe="")
+    password = quote(settings.redis_password.get_secret_value(), safe="")
+    return urlunsplit((parts.scheme, f"{user}:{password}@{parts.netloc}", parts.path, parts.query, parts.fragment))
 
-    return (
-        pymongo.errors.AutoReconnect,  # includes NotPrimaryError, NetworkTimeout, ServerSelectionTimeoutError
-        pymongo.errors.ConnectionFailure,
-        redis.exceptions.ConnectionError,  # includes BusyLoadingError
-        redis.exceptions.TimeoutError,
-        httpx.TransportError,  # ConnectError, ReadError, RemoteProtocolError, timeouts
-        ConnectionError,
-        TimeoutError,
+
+def client_config(settings: Settings) -> ClientConfig:
+    return ClientConfig(
+        mongodb_uri=settings.mongo_client_uri(),
+        mongodb_database=settings.mongodb_database,
+        mongodb_max_pool_size=settings.mongodb_max_pool_size,
+        mongodb_min_pool_size=min(settings.mongodb_min_pool_size, settings.mongodb_max_pool_size),
+        mongodb_max_idle_time_ms=settings.mongodb_max_idle_time_ms,
+        mongodb_connect_timeout_ms=settings.mongodb_connect_timeout_ms,
+        mongodb_socket_timeout_ms=settings.mongodb_socket_timeout_ms,
+        mongodb_server_selection_timeout_ms=settings.mongodb_server_selection_timeout_ms,
+        mongodb_tz_aware=True,  # the ops layer's convention (connect.mongo_client)
+        redis_url=_redis_url_with_credentials(settings),
+        redis_socket_timeout=settings.redis_socket_timeout,
+        redis_socket_connect_timeout=settings.redis_socket_connect_timeout,
+        redis_retry_on_timeout=False,  # only `read`/`write_idempotent` retry
+        redis_max_connections=settings.redis_max_connections,
+        chroma_host=settings.chroma_host,
+        chroma_port=settings.chroma_port,
+        chroma_ssl=settings.chroma_ssl,
+        chroma_tenant=settings.chroma_tenant,
+        chroma_database=settings.chroma_database,
+        chroma_auth_token=settings.chroma_auth_token.get_secret_value() if settings.chroma_auth_token else None,
+        retry_budget_s=OPS_RETRY_BUDGET_S,
     )
 
 
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, transient_errors()):
-        return True
-    # Chroma wraps some server-side failures; a 5xx while the server restarts is transient.
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    if isinstance(status, int) and status in (502, 503, 504):
-        return True
-    has_label = getattr(exc, "has_error_label", None)
-    return bool(has_label and has_label("RetryableWriteError"))
-
-
-@dataclass
-class RetryPolicy:
-    attempts: int = 40
-    initial_s: float = 0.05
-    max_backoff_s: float = 2.0
-    total_s: float = 30.0
-
-    def retrying(self, on_retry: Callable[[tenacity.RetryCallState], None] | None = None) -> tenacity.Retrying:
-        return tenacity.Retrying(
-            retry=tenacity.retry_if_exception(_is_transient),
-            wait=tenacity.wait_random_exponential(multiplier=self.initial_s, max=self.max_backoff_s),
-            stop=tenacity.stop_after_attempt(self.attempts) | tenacity.stop_after_delay(self.total_s),
-            reraise=True,
-            before_sleep=on_retry,
-        )
-
-
-@dataclass
-class RetryStats:
-    retries: int = 0
-    last_error: str = ""
-
-
-@dataclass
-class StackClients:
-    """One pooled client per database, built lazily from Settings."""
-
-    settings: Settings
-    policy: RetryPolicy = field(default_factory=RetryPolicy)
-    stats: RetryStats = field(default_factory=RetryStats)
-    _mongo: Any = None
-    _redis: Any = None
-    _chroma: Any = None
-
-    @classmethod
-    def from_env(cls, **overrides: Any) -> StackClients:
-        return cls(load_settings(**overrides))
-
-    # --- the clients -----------------------------------------------------------
-    @property
-    def mongo(self) -> pymongo.MongoClient[dict[str, Any]]:
-        if self._mongo is None:
-            # pymongo pools connections and already retries one read/write on
-            # replica-set failover (retryReads/retryWrites); we add bounded
-            # backoff on top for idempotent calls via `read`/`write_idempotent`.
-            self._mongo = mongo_client(self.settings, retryReads=True, retryWrites=True)
-        return self._mongo  # type: ignore[no-any-return]
-
-    @property
-    def mongo_db(self) -> pymongo.database.Database[dict[str, Any]]:
-        return self.mongo[self.settings.mongodb_database]
-
-    @property
-    def redis(self) -> redis.Redis:
-        if self._redis is None:
-            import redis as redis_lib
-
-            s = self.settings
-            pool = redis_lib.ConnectionPool.from_url(
-                s.redis_url.get_secret_value(), max_connections=s.redis_max_connections,
-                health_check_interval=30, **s.redis_client_kwargs(),
-            )
-            # No built-in command retry: redis-py would replay any command,
-            # including non-idempotent ones. Idempotent callers use `read`/
-            # `write_idempotent`.
-            self._redis = redis_lib.Redis(connection_pool=pool, retry_on_timeout=False)
-        return self._redis  # type: ignore[no-any-return]
-
-    @property
-    def chroma(self) -> chromadb.api.ClientAPI:
-        if self._chroma is None:
-            # The HttpClient talks to the server when built; build it under retry.
-            self._chroma = self._retry(lambda: chroma_client(self.settings))
-        return self._chroma  # type: ignore[no-any-return]
-
-    # --- retrying calls ---------------------------------------------------------
-    def _on_retry(self, state: tenacity.RetryCallState) -> None:
-        self.stats.retries += 1
-        exc = state.outcome.exception() if state.outcome else None
-        self.stats.last_error = f"{type(exc).__name__}" if exc else ""
-
-    def _retry(self, fn: Callable[[], T]) -> T:
-        return self.policy.retrying(self._on_retry)(fn)
-
-    def read(self, fn: Callable[[], T]) -> T:
-        """Run a read, retrying transient errors with backoff and jitter."""
-        return self._retry(fn)
-
-    def write_idempotent(self, fn: Callable[[], T]) -> T:
-        """Run a write that is safe to apply twice (SET, upsert by _id, replace,
-        Chroma upsert), retrying transient errors."""
-        return self._retry(fn)
-
-    # --- health -----------------------------------------------------------------
-    def health(self) -> dict[str, dict[str, Any]]:
-        """Up/down, latency and version of each database; never raises."""
-        out: dict[str, dict[str, Any]] = {}
-        checks: dict[str, Callable[[], str]] = {
-            "mongo": lambda: str(self.mongo.admin.command("buildInfo").get("version", "")),
-            "redis": self._redis_version,
-            "chroma": lambda: str(self.chroma.get_version()),
-        }
-        for name, check in checks.items():
-            t0 = time.perf_counter()
-            try:
-                version = check()
-                out[name] = {"up": True, "version": version, "latency_ms": round((time.perf_counter() - t0) * 1000, 2)}
-            except Exception as exc:
-                out[name] = {"up": False, "error": type(exc).__name__,
-                             "latency_ms": round((time.perf_counter() - t0) * 1000, 2)}
-        return out
-
-    def _redis_version(self) -> str:
-        import redis as redis_lib
-
-        try:
-            return str(self.redis.info("server").get("redis_version", ""))
-        except redis_lib.exceptions.NoPermissionError:
-            # The app's least-privilege user (rpger_app: no @dangerous) may not
-            # run INFO: PING proves the server is up, the version stays unknown.
-            self.redis.ping()
-            return ""
-
-    def close(self) -> None:
-        if self._mongo is not None:
-            self._mongo.close()
-        if self._redis is not None:
-            self._redis.close()
-            self._redis.connection_pool.disconnect()
-        self._mongo = self._redis = self._chroma = None
+def stack_clients(settings: Settings, **options: Any) -> StackClients:
+    """StackClients from the ops Settings, with the ops retry policy (up to
+    40 attempts within 30 s, backoff up to 2 s); `options` as for StackClients."""
+    options.setdefault("policy", RetryPolicy(budget_s=OPS_RETRY_BUDGET_S, attempts=40, max_backoff_s=2.0))
+    return StackClients(client_config(settings), appname="rpger-ops", **options)

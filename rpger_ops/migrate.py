@@ -1,41 +1,62 @@
-"""The migration runner: status, plan, up, down.
+"""The migration runner: status, plan, up, down — per database.
 
-The ledger is the MongoDB collection `_rpger_migrations` (one document per
-applied migration: `_id`/version, name, checksum, applied_at, duration_s); it
-is dumped and restored with the data, so a restored set carries its version.
-After every run the schema version is also written into the stack markers of
-MongoDB, Redis and Chroma.
+Each database keeps its own migrations ledger in its stack marker (one
+entry per step applied to it: version, name, checksum, applied_at,
+duration), and its schema version is the highest version applied to it. So
+the runner can be scoped to some databases (`dbs`): restoring or preseeding
+only Redis runs only Redis's pending steps, and a backup records each
+database's version as its data has it.
 
-Safety rules, checked under the lock before anything runs:
-- one migrator at a time: the `migrate` lock in MongoDB (`_rpger_stack`),
-  kept alive by a heartbeat, so a killed migrator's lock expires by itself;
-- an applied migration whose source changed (checksum drift) stops everything;
+Safety rules, checked under the locks before anything runs (for the
+databases in scope):
+- one migrator per database at a time: a `migrate` lock in each database,
+  kept alive by a heartbeat (`locks.LockHolder`), so a killed migrator's lock
+  expires by itself; `lock_wait_s` says how long to wait for another one;
+- an applied step whose migration's source changed (checksum drift) stops
+  everything (unless the migration lists the old checksum as equivalent);
 - ledger versions this code does not know (data newer than code) are refused;
-- a failing migration stops the run at the version before it and is reported.
+- a pending step numbered below one already applied to that database is refused;
+- a failing step stops the run and is reported; the steps before it stay
+  recorded, so the next run continues with it.
+
+A combined migration (one step for several databases at once) runs only when
+all its databases are in scope; otherwise the run stops before it, with a note.
+
+Markers written by rpger-ops 0.1 carry no ledger (it was the MongoDB collection
+`_rpger_migrations`): for those the ledger is taken as every shipped step up to
+the marker's schema version, and the old collection is dropped once the Mongo
+ledger is in its marker.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from rpger_ops.engines import build_engine
-from rpger_ops.engines.base import ENGINE_NAMES, Engine, EngineName, Progress, StackMarker, no_progress
+from rpger_ops.engines.base import (
+    ENGINE_NAMES,
+    Engine,
+    EngineError,
+    EngineName,
+    LedgerEntry,
+    Progress,
+    StackMarker,
+    no_progress,
+)
+from rpger_ops.locks import LockBusy, LockHolder
 from rpger_ops.migrations.base import Migration, MigrationContext, Registry
 from rpger_ops.settings import Settings
 
-LEDGER = "_rpger_migrations"
 LOCK_NAME = "migrate"
 DEFAULT_LOCK_TTL_S = 60.0
+LEGACY_LEDGER = "_rpger_migrations"  # rpger-ops 0.1's ledger, in the app's MongoDB database
 
 log = logging.getLogger("rpger_ops.migrate")
 
@@ -78,16 +99,8 @@ class MigrationFailed(MigrateError):
 
 
 @dataclass(frozen=True)
-class LedgerEntry:
-    version: int
-    name: str
-    checksum: str
-    applied_at: str
-    duration_s: float
-
-
-@dataclass(frozen=True)
 class Drift:
+    db: str
     version: int
     name: str
     ledger_checksum: str
@@ -95,33 +108,70 @@ class Drift:
 
 
 @dataclass
-class Status:
-    current: int  # highest applied version (0: none)
-    latest: int  # highest version the code ships
+class DatabaseStatus:
+    db: EngineName
     applied: list[LedgerEntry]
     pending: list[Migration]
     drift: list[Drift]
-    unknown: list[LedgerEntry]  # in the ledger, not in the code: data newer than code
-    markers: dict[str, int | None] = field(default_factory=dict)  # engine -> schema_version in its marker
+    unknown: list[LedgerEntry]  # in its ledger, not in the code: data newer than code
+    marker: int | None  # the schema version in its marker (None: no marker)
+    version: int = 0  # see `schema_version`
+    legacy: bool = False  # the ledger was derived from a 0.1 marker
+
+
+@dataclass
+class Status:
+    latest: int  # highest version the code ships
+    databases: dict[EngineName, DatabaseStatus]
+
+    @property
+    def current(self) -> int:
+        """The stack's version: the lowest of its databases'."""
+        return min((d.version for d in self.databases.values()), default=0)
+
+    @property
+    def pending(self) -> list[Migration]:
+        seen: dict[int, Migration] = {}
+        for d in self.databases.values():
+            for m in d.pending:
+                seen.setdefault(m.version, m)
+        return [seen[v] for v in sorted(seen)]
+
+    @property
+    def drift(self) -> list[Drift]:
+        return [x for d in self.databases.values() for x in d.drift]
+
+    @property
+    def unknown(self) -> list[LedgerEntry]:
+        seen: dict[int, LedgerEntry] = {}
+        for d in self.databases.values():
+            for e in d.unknown:
+                seen.setdefault(e.version, e)
+        return [seen[v] for v in sorted(seen)]
+
+    @property
+    def markers(self) -> dict[str, int | None]:
+        return {db: d.marker for db, d in self.databases.items()}
 
     @property
     def ok(self) -> bool:
         return not self.problems()
 
     def problems(self) -> list[str]:
-        out = [f"checksum drift: migration {d.version:04d} {d.name} was applied with checksum "
+        out = [f"checksum drift: migration {d.version:04d} {d.name} was applied to {d.db} with checksum "
                f"{d.ledger_checksum[:12]} but its source now hashes to {d.code_checksum[:12]}; "
                "restore the original file (write a new migration for new changes)" for d in self.drift]
         if self.unknown:
             names = ", ".join(f"{e.version:04d} {e.name}" for e in self.unknown)
             out.append(f"data newer than code: the ledger has migration(s) {names} that this code "
                        f"does not ship (code latest is {self.latest}); upgrade rpger-ops")
-        late = [m for m in self.pending if m.version < self.current]
-        if late:
-            out.append("out of order: pending migration(s) "
-                       + ", ".join(m.label for m in late)
-                       + f" are older than the applied version {self.current}; new migrations go at the end "
-                       "(renumber them above the latest)")
+        for d in self.databases.values():
+            newest = max((e.version for e in d.applied), default=0)
+            late = [m for m in d.pending if m.version < newest]
+            if late:
+                out.append(f"out of order: pending migration(s) {', '.join(m.label for m in late)} are older "
+                           f"than {newest:04d}, already applied to {d.db}; new migrations go at the end "
+                           "(renumber them above the latest)")
         newer = {k: v for k, v in self.markers.items() if v is not None and v > self.latest}
         if newer:
             out.append("data newer than code: stack marker(s) "
@@ -132,20 +182,29 @@ class Status:
     def lines(self) -> list[str]:
         marks = ", ".join(f"{k} {'-' if v is None else v}" for k, v in self.markers.items())
         out = [f"schema version {self.current} (code ships {self.latest}); stack markers: {marks}"]
-        out.append("applied:" if self.applied else "applied: none")
-        out += [f"  {e.version:04d} {e.name:<32} {e.applied_at}  {e.duration_s:.2f} s" for e in self.applied]
+        applied = sorted({(e.version, e.name) for d in self.databases.values() for e in d.applied})
+        out.append("applied:" if applied else "applied: none")
+        for version, name in applied:
+            where = [db for db, d in self.databases.items() if any(e.version == version for e in d.applied)]
+            out.append(f"  {version:04d} {name:<32} {', '.join(where)}")
         out.append("pending:" if self.pending else "pending: none")
-        out += [f"  {m.label}" for m in self.pending]
+        for m in self.pending:
+            where = [db for db, d in self.databases.items() if m in d.pending]
+            out.append(f"  {m.label:<37} {', '.join(where)}")
+        out += [f"note: {db}: ledger taken from its 0.1 marker (schema {d.marker})"
+                for db, d in self.databases.items() if d.legacy]
         out += [f"PROBLEM: {p}" for p in self.problems()]
         return out
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "current": self.current, "latest": self.latest,
-            "applied": [asdict(e) for e in self.applied],
+            "databases": {db: {"version": d.version, "marker": d.marker,
+                               "applied": [e.as_dict() for e in d.applied],
+                               "pending": [m.version for m in d.pending]} for db, d in self.databases.items()},
             "pending": [{"version": m.version, "name": m.name} for m in self.pending],
             "drift": [asdict(d) for d in self.drift],
-            "unknown": [asdict(e) for e in self.unknown],
+            "unknown": [e.as_dict() for e in self.unknown],
             "markers": self.markers, "problems": self.problems(),
         }
 
@@ -155,6 +214,7 @@ class Step:
     version: int
     name: str
     direction: Direction
+    db: EngineName
 
 
 @dataclass
@@ -165,6 +225,7 @@ class RunReport:
     applied: list[int]  # versions run, in order (down: in the order they were reverted)
     seconds: float
     notes: list[str] = field(default_factory=list)
+    by_database: dict[str, list[int]] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
         ran = ", ".join(f"{v:04d}" for v in self.applied) or "nothing to do"
@@ -175,7 +236,6 @@ class RunReport:
 
 # --- reading state -------------------------------------------------------------
 
-
 def _registry(registry: Registry | None) -> Registry:
     if registry is not None:
         return registry
@@ -184,87 +244,122 @@ def _registry(registry: Registry | None) -> Registry:
     return shipped.default_registry()
 
 
-def read_ledger(settings: Settings) -> list[LedgerEntry]:
-    from rpger_ops.connect import mongo_client
-
-    client = mongo_client(settings)
-    try:
-        docs = client[settings.mongodb_database][LEDGER].find({})
-        entries = [LedgerEntry(version=int(d["_id"]), name=str(d.get("name", "")),
-                               checksum=str(d.get("checksum", "")), applied_at=str(d.get("applied_at", "")),
-                               duration_s=float(d.get("duration_s", 0.0))) for d in docs]
-    finally:
-        client.close()
-    return sorted(entries, key=lambda e: e.version)
+def _scope(dbs: Iterable[str] | None) -> list[EngineName]:
+    chosen = set(dbs or ENGINE_NAMES)
+    unknown = sorted(chosen - set(ENGINE_NAMES))
+    if unknown:
+        raise TargetError(f"unknown database(s) {', '.join(unknown)}; expected {', '.join(ENGINE_NAMES)}")
+    return [db for db in ENGINE_NAMES if db in chosen]
 
 
-def current_version(settings: Settings) -> int:
-    """Highest applied migration version in the ledger (0 when none)."""
-    ledger = read_ledger(settings)
-    return ledger[-1].version if ledger else 0
+def ledger_of(marker: StackMarker | None, db: EngineName, reg: Registry) -> tuple[list[LedgerEntry], bool]:
+    """A database's ledger from its marker; (entries, derived from a 0.1 marker)."""
+    if marker is None:
+        return [], False
+    if marker.migrations is not None:
+        return sorted(marker.migrations, key=lambda e: e.version), False
+    return [LedgerEntry(m.version, m.name, m.checksum) for m in reg
+            if db in m.databases and m.version <= marker.schema_version], True
 
 
-def _read_markers(engines: dict[EngineName, Engine]) -> dict[str, int | None]:
-    out: dict[str, int | None] = {}
-    for name, engine in engines.items():
-        marker = engine.read_marker()
-        out[name] = marker.schema_version if marker else None
-    return out
+def schema_version(db: EngineName, ledger: Iterable[LedgerEntry], reg: Registry) -> int:
+    """A database's schema version: the highest code version whose schema it fully has,
+    i.e. just below the first shipped step for it that is not applied (a version
+    whose migrations do not touch it changes nothing there). Data from newer code
+    keeps its higher version."""
+    applied = {e.version for e in ledger}
+    first_missing = next((m.version for m in reg if db in m.databases and m.version not in applied), None)
+    version = reg.latest_version() if first_missing is None else first_missing - 1
+    return max([version, *(v for v in applied if reg.get(v) is None)])
 
 
-def _status(ledger: list[LedgerEntry], reg: Registry, markers: dict[str, int | None]) -> Status:
+def _database_status(db: EngineName, marker: StackMarker | None, reg: Registry) -> DatabaseStatus:
+    ledger, legacy = ledger_of(marker, db, reg)
     applied, unknown, drift = [], [], []
     for entry in ledger:
         migration = reg.get(entry.version)
-        if migration is None:
+        if migration is None or db not in migration.databases:
             unknown.append(entry)
             continue
         applied.append(entry)
-        if migration.checksum != entry.checksum:
-            drift.append(Drift(entry.version, migration.name, entry.checksum, migration.checksum))
+        if not migration.accepts(entry.checksum):
+            drift.append(Drift(db, entry.version, migration.name, entry.checksum, migration.checksum))
     done = {e.version for e in ledger}
-    pending = [m for m in reg if m.version not in done]
-    return Status(current=ledger[-1].version if ledger else 0, latest=reg.latest_version(),
-                  applied=applied, pending=pending, drift=drift, unknown=unknown, markers=markers)
+    pending = [m for m in reg if db in m.databases and m.version not in done]
+    version = schema_version(db, ledger, reg) if marker is not None else 0
+    return DatabaseStatus(db, applied, pending, drift, unknown, marker.schema_version if marker else None,
+                          version, legacy)
 
 
-def status(settings: Settings, registry: Registry | None = None) -> Status:
+def _status(engines: dict[EngineName, Engine], reg: Registry) -> Status:
+    return Status(reg.latest_version(), {db: _database_status(db, e.read_marker(), reg) for db, e in engines.items()})
+
+
+def status(settings: Settings, registry: Registry | None = None, dbs: Iterable[str] | None = None) -> Status:
     reg = _registry(registry)
-    with _engines(settings) as engines:
-        markers = _read_markers(engines)
-    return _status(read_ledger(settings), reg, markers)
+    with _engines(settings, _scope(dbs)) as engines:
+        return _status(engines, reg)
+
+
+def read_ledger(settings: Settings, db: EngineName = "mongo") -> list[LedgerEntry]:
+    """The migrations applied to one database (from its stack marker)."""
+    return status(settings, dbs=[db]).databases[db].applied
+
+
+def current_version(settings: Settings, dbs: Iterable[str] | None = None) -> int:
+    """The lowest schema version of the databases in scope (0 when none is applied)."""
+    return status(settings, dbs=dbs).current
 
 
 def plan(settings: Settings, target: int | None = None, registry: Registry | None = None,
-         direction: Direction | None = None) -> list[Step]:
+         direction: Direction | None = None, dbs: Iterable[str] | None = None) -> list[Step]:
     """What `up` (to target or latest) or `down` (to target) would run, in order.
     Without a direction: down when the target is below the current version."""
     reg = _registry(registry)
-    st = status(settings, reg)
+    st = status(settings, reg, dbs)
     _refuse_problems(st)
     if direction is None:
         direction = "down" if target is not None and target < st.current else "up"
-    return _steps(st, reg, target, direction)
+    return _steps(st, reg, target, direction)[0]
 
 
-def _steps(st: Status, reg: Registry, target: int | None, direction: Direction) -> list[Step]:
+def _steps(st: Status, reg: Registry, target: int | None, direction: Direction) -> tuple[list[Step], list[str]]:
+    """The steps, in order, and notes on what was held back."""
+    notes: list[str] = []
     if direction == "up":
         goal = reg.latest_version() if target is None else target
         if goal > reg.latest_version() or goal < 0:
             raise TargetError(f"target {goal} is outside 0..{reg.latest_version()} (the versions this code ships)")
-        return [Step(m.version, m.name, "up") for m in st.pending if m.version <= goal]
+        steps: list[Step] = []
+        for migration in reg:
+            if migration.version > goal:
+                break
+            waiting = [db for db in migration.databases if db in st.databases and migration in st.databases[db].pending]
+            if not waiting:
+                continue
+            missing = [db for db in migration.databases if db not in st.databases]
+            if migration.combined and missing:
+                notes.append(f"stopped before {migration.label}: it changes {', '.join(migration.databases)} "
+                             f"together and {', '.join(missing)} is not part of this run; run "
+                             "`rpger-ops migrate up` for the whole stack")
+                break
+            steps += [Step(migration.version, migration.name, "up", db) for db in waiting]
+        return steps, notes
     if target is None or not 0 <= target <= reg.latest_version():
         raise TargetError(f"down needs a target version in 0..{reg.latest_version()} (e.g. --to 1)")
-    to_revert = [e for e in reversed(st.applied) if e.version > target]
     steps = []
-    for entry in to_revert:
-        migration = reg.get(entry.version)
-        assert migration is not None  # unknown versions were refused before
-        if migration.down is None:
-            raise IrreversibleError(f"migration {migration.label} has no down(); cannot go below "
-                                    f"version {migration.version}")
-        steps.append(Step(migration.version, migration.name, "down"))
-    return steps
+    for version in sorted({e.version for d in st.databases.values() for e in d.applied if e.version > target},
+                          reverse=True):
+        reverted = reg.get(version)
+        assert reverted is not None  # unknown versions were refused before
+        for db, d in st.databases.items():
+            if not any(e.version == version for e in d.applied):
+                continue
+            if reverted.steps[db].down is None:
+                raise IrreversibleError(f"migration {reverted.label} has no down(); cannot go below "
+                                        f"version {reverted.version}")
+            steps.append(Step(version, reverted.name, "down", db))
+    return steps, notes
 
 
 def _refuse_problems(st: Status) -> None:
@@ -281,110 +376,122 @@ def _refuse_problems(st: Status) -> None:
 
 # --- running ------------------------------------------------------------------
 
-
 def apply_pending(settings: Settings, target: int | None = None, registry: Registry | None = None,
-                  progress: Progress = no_progress, lock_ttl_s: float = DEFAULT_LOCK_TTL_S) -> list[int]:
+                  progress: Progress = no_progress, lock_ttl_s: float = DEFAULT_LOCK_TTL_S,
+                  lock_wait_s: float = 0.0, dbs: Iterable[str] | None = None) -> list[int]:
     """Apply pending migrations up to `target` (default: latest); returns the versions applied."""
-    return migrate(settings, "up", target, registry, progress, lock_ttl_s).applied
+    return migrate(settings, "up", target, registry, progress, lock_ttl_s, lock_wait_s, dbs).applied
 
 
 def migrate(settings: Settings, direction: Direction, target: int | None = None,
             registry: Registry | None = None, progress: Progress = no_progress,
-            lock_ttl_s: float = DEFAULT_LOCK_TTL_S) -> RunReport:
-    """Run `up` or `down` under the lock; raises MigrateError subclasses on refusal or failure."""
+            lock_ttl_s: float = DEFAULT_LOCK_TTL_S, lock_wait_s: float = 0.0,
+            dbs: Iterable[str] | None = None) -> RunReport:
+    """Run `up` or `down` for the databases in `dbs` (default: all three) under their
+    locks; raises MigrateError subclasses on refusal or failure. `lock_wait_s`: how
+    long to wait for another migrator of the same database (0: refuse at once)."""
     reg = _registry(registry)
     started = time.monotonic()
-    with _engines(settings) as engines, _migrate_lock(engines["mongo"], lock_ttl_s) as lost:
-        st = _status(read_ledger(settings), reg, _read_markers(engines))
+    scope = _scope(dbs)
+    with _engines(settings, scope) as engines, _locks(engines, lock_ttl_s, lock_wait_s, progress) as lost:
+        st = _status(engines, reg)
         _refuse_problems(st)
-        steps = _steps(st, reg, target, direction)
+        steps, notes = _steps(st, reg, target, direction)
+        ledgers = {db: list(d.applied) for db, d in st.databases.items()}
         ctx = MigrationContext(settings=settings, progress=progress)
+        ctx.notes += notes
         done: list[int] = []
+        by_db: dict[str, list[int]] = {db: [] for db in scope}
         try:
+            _convert_legacy(st, engines, ledgers, ctx, reg)
             for step in steps:
                 if lost.is_set():
                     raise LockHeldError("lost the migrate lock (heartbeat failed); stopped before "
-                                        f"{step.version:04d} {step.name}")
+                                        f"{step.version:04d} {step.name} on {step.db}")
                 migration = reg.get(step.version)
                 assert migration is not None
-                _run_step(settings, ctx, migration, step.direction, done)
-                done.append(step.version)
+                # A combined step runs once for all its databases, then is recorded in each.
+                run = not (migration.combined and migration.version in done)
+                _run_step(ctx, migration, step, engines[step.db], ledgers, reg, run)
+                by_db[step.db].append(migration.version)
+                if migration.version not in done:
+                    done.append(migration.version)
+            _settle_markers(st, engines, ledgers, reg, settings)
         finally:
             ctx.close()
-            version = _settle_markers(settings, engines)
         return RunReport(direction=direction, from_version=st.current,
-                         to_version=st.current if version is None else version, applied=done,
-                         seconds=round(time.monotonic() - started, 3), notes=ctx.notes)
+                         to_version=min((schema_version(db, ledgers[db], reg) for db in scope), default=0),
+                         applied=done, seconds=round(time.monotonic() - started, 3), notes=ctx.notes,
+                         by_database=by_db)
 
 
-def _run_step(settings: Settings, ctx: MigrationContext, migration: Migration, direction: Direction,
-              done: list[int]) -> None:
-    log.info("migration %s %s", migration.label, direction)
-    ctx.progress(f"{direction} {migration.label}", 0, None)
-    t0 = time.monotonic()
-    fn = migration.up if direction == "up" else migration.down
+def _run_step(ctx: MigrationContext, migration: Migration, step: Step, engine: Engine,
+              ledgers: dict[EngineName, list[LedgerEntry]], reg: Registry, run: bool = True) -> None:
+    log.info("migration %s %s on %s", migration.label, step.direction, step.db)
+    ctx.progress(f"{step.direction} {migration.label} on {step.db}", 0, None)
+    fn = migration.steps[step.db].up if step.direction == "up" else migration.steps[step.db].down
     assert fn is not None
+    ctx.database = None if migration.combined else step.db
+    t0 = time.monotonic()
     try:
-        fn(ctx)
+        if run:
+            fn(ctx)
     except Exception as exc:
-        at = current_version(settings)
+        at = schema_version(step.db, ledgers[step.db], reg)
+        applied = sorted({e.version for entries in ledgers.values() for e in entries})
         raise MigrationFailed(
-            f"migration {migration.label} failed during {direction}: {type(exc).__name__}: {exc}; "
-            f"stopped at version {at}"
-            + (f" after running {', '.join(map(str, done))}" if done else "")
-            + "; fix the cause and run migrate again (completed batches are not redone)",
-            version=migration.version, applied=list(done)) from exc
+            f"migration {migration.label} failed during {step.direction} on {step.db}: {type(exc).__name__}: "
+            f"{exc}; {step.db} stopped at version {at}"
+            + "; fix the cause and run migrate again (completed steps are not redone)",
+            version=migration.version, applied=applied) from exc
     duration = round(time.monotonic() - t0, 3)
-    _record(settings, migration, direction, duration)
-    ctx.progress(f"{direction} {migration.label} done in {duration} s", 1, 1)
+    if step.direction == "up":
+        entry = LedgerEntry(migration.version, migration.name, migration.checksum,
+                            datetime.now(UTC).isoformat(), duration)
+        ledgers[step.db] = sorted([*ledgers[step.db], entry], key=lambda e: e.version)
+    else:
+        ledgers[step.db] = [e for e in ledgers[step.db] if e.version != migration.version]
+    _write_marker(ctx.settings, engine, step.db, ledgers[step.db], reg)
+    ctx.progress(f"{step.direction} {migration.label} on {step.db} done in {duration} s", 1, 1)
 
 
-def _record(settings: Settings, migration: Migration, direction: Direction, duration_s: float) -> None:
-    from rpger_ops.connect import mongo_client
-
-    client = mongo_client(settings)
-    try:
-        ledger = client[settings.mongodb_database][LEDGER]
-        if direction == "up":
-            ledger.replace_one({"_id": migration.version}, {
-                "_id": migration.version, "version": migration.version, "name": migration.name,
-                "checksum": migration.checksum, "applied_at": datetime.now(UTC).isoformat(),
-                "duration_s": duration_s,
-            }, upsert=True)
-        else:
-            ledger.delete_one({"_id": migration.version})
-    finally:
-        client.close()
+def _write_marker(settings: Settings, engine: Engine, db: EngineName, ledger: list[LedgerEntry],
+                  reg: Registry) -> None:
+    """Record the ledger and its version in the database's marker (keeping its first init time)."""
+    old = engine.read_marker()
+    version = schema_version(db, ledger, reg)
+    engine.write_marker(StackMarker(settings.stack_id, version,
+                                    old.initialized_at if old else datetime.now(UTC).isoformat(), tuple(ledger)))
 
 
-def _settle_markers(settings: Settings, engines: dict[EngineName, Engine]) -> int | None:
-    """Write the ledger's version into the markers; never masks the run's own error."""
-    try:
-        version = current_version(settings)
-        _write_markers(settings, engines, version)
-        return version
-    except Exception as exc:
-        log.warning("could not record the schema version in the stack markers (%s); "
-                    "the next migrate run writes them", type(exc).__name__)
-        return None
+def _settle_markers(st: Status, engines: dict[EngineName, Engine], ledgers: dict[EngineName, list[LedgerEntry]],
+                    reg: Registry, settings: Settings) -> None:
+    """A database no step touched this run may still have moved up a version (newer
+    code ships migrations that do not concern it): say so in its marker."""
+    for db, d in st.databases.items():
+        if d.marker is not None and d.marker != schema_version(db, ledgers[db], reg):
+            _write_marker(settings, engines[db], db, ledgers[db], reg)
 
 
-def _write_markers(settings: Settings, engines: dict[EngineName, Engine], version: int) -> None:
-    """Record the schema version in every database's stack marker (keeping its first init time)."""
-    for engine in engines.values():
-        old = engine.read_marker()
-        if old is not None and old.schema_version == version and old.stack_id == settings.stack_id:
-            continue
-        marker = (StackMarker(settings.stack_id, version, old.initialized_at) if old
-                  else StackMarker(settings.stack_id, version))
-        engine.write_marker(marker)
+def _convert_legacy(st: Status, engines: dict[EngineName, Engine], ledgers: dict[EngineName, list[LedgerEntry]],
+                    ctx: MigrationContext, reg: Registry) -> None:
+    """0.1 markers get their ledger written into them; the 0.1 Mongo collection goes."""
+    for db, d in st.databases.items():
+        if d.legacy:
+            _write_marker(ctx.settings, engines[db], db, ledgers[db], reg)
+            ctx.note(f"{db}: migrations ledger moved into its stack marker (schema {d.marker})")
+    if "mongo" in engines:
+        mongo = ctx.mongo
+        if LEGACY_LEDGER in mongo.list_collection_names():
+            mongo.drop_collection(LEGACY_LEDGER)
+            ctx.note(f"mongo: the 0.1 ledger collection {LEGACY_LEDGER} was dropped (the ledger is in the marker)")
 
 
 @contextmanager
-def _engines(settings: Settings) -> Iterator[dict[EngineName, Engine]]:
+def _engines(settings: Settings, scope: list[EngineName]) -> Iterator[dict[EngineName, Engine]]:
     engines: dict[EngineName, Engine] = {}
     try:
-        for name in ENGINE_NAMES:
+        for name in scope:
             engines[name] = build_engine(name, settings)
         yield engines
     finally:
@@ -392,34 +499,20 @@ def _engines(settings: Settings) -> Iterator[dict[EngineName, Engine]]:
             engine.close()
 
 
-def lock_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 @contextmanager
-def _migrate_lock(engine: Engine, ttl_s: float) -> Iterator[threading.Event]:
-    """Hold the `migrate` lock, renewing it every ttl/3; yields an Event set if it is lost."""
-    owner = lock_owner()
-    if not engine.acquire_lock(LOCK_NAME, owner, ttl_s):
-        raise LockHeldError(
-            "another migrator is running (the migrate lock in MongoDB _rpger_stack is held); "
-            f"wait for it to finish, or, if it died, for its lock to expire (at most {ttl_s:.0f} s)")
-    lost, stop = threading.Event(), threading.Event()
-
-    def heartbeat() -> None:
-        while not stop.wait(ttl_s / 3):
-            try:
-                if not engine.acquire_lock(LOCK_NAME, owner, ttl_s):
-                    lost.set()
-                    return
-            except Exception as exc:  # a blip: keep trying until the lock really expires
-                log.warning("migrate lock renewal failed: %s", type(exc).__name__)
-
-    thread = threading.Thread(target=heartbeat, name="migrate-lock", daemon=True)
-    thread.start()
-    try:
-        yield lost
-    finally:
-        stop.set()
-        thread.join()
-        engine.release_lock(LOCK_NAME, owner)
+def _locks(engines: dict[EngineName, Engine], ttl_s: float, wait_s: float, progress: Progress
+           ) -> Iterator[threading.Event]:
+    """Hold the `migrate` lock of every database in scope (renewed by a heartbeat);
+    yields an Event set if one is lost."""
+    holder = LockHolder(engines, LOCK_NAME, "migrate", ttl_s=ttl_s, wait_s=wait_s, on_wait=progress,
+                        busy_message=f"another migrator is running (the migrate lock of {', '.join(engines)} is "
+                                     f"held); wait for it to finish, or, if it died, for its lock to expire "
+                                     f"(at most {ttl_s:.0f} s)")
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(holder)
+        except LockBusy as exc:
+            raise LockHeldError(str(exc)) from None
+        except EngineError as exc:
+            raise MigrateError(f"cannot take the migrate lock: {exc}") from None
+        yield holder.lost

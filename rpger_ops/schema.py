@@ -5,8 +5,6 @@ from __future__ import annotations
 
 def code_schema_version() -> int:
     """Highest migration version in `rpger_ops.migrations` (0 before any exist)."""
-    try:
-        from rpger_ops.migrations import registry
-    except ImportError:
-        return 0
+    from rpger_ops.migrations import registry
+
     return registry.latest_version()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -47,6 +47,7 @@ class Settings(BaseSettings):
         "RPGER_S3_ACCESS_KEY",
         "RPGER_S3_SECRET_KEY",
         "RPGER_ALERT_WEBHOOK_URL",
+        "RPGER_HEARTBEAT_URL",
     )
 
     # --- MongoDB -----------------------------------------------------------
@@ -70,6 +71,8 @@ class Settings(BaseSettings):
     redis_socket_connect_timeout: float = _field("REDIS_SOCKET_CONNECT_TIMEOUT", 5.0, gt=0)
     redis_retry_on_timeout: bool = _field("REDIS_RETRY_ON_TIMEOUT", True)
     redis_max_connections: int = _field("REDIS_MAX_CONNECTIONS", 50, ge=1)
+    # The logical db of the stack's marker and locks: out of the app's db0 (its DBSIZE and KEYS).
+    redis_stack_db: int = _field("RPGER_REDIS_STACK_DB", 15, ge=0, le=255)
 
     # --- Chroma ------------------------------------------------------------
     chroma_host: str = _field("CHROMA_HOST", "localhost", min_length=1)
@@ -81,7 +84,23 @@ class Settings(BaseSettings):
 
     # --- Local backups -----------------------------------------------------
     backup_dir: Path = _field("RPGER_BACKUP_DIR", Path("var/backups"))
+    # How many databases a backup works on at once (1 = one after another, for small hosts).
+    backup_concurrency: int = _field("RPGER_BACKUP_CONCURRENCY", 3, ge=1, le=3)
     zstd_level: int = _field("RPGER_ZSTD_LEVEL", 6, ge=1, le=22)
+    # New sets: 2 = content-addressed blobs (dedup, optional encryption); 1 = one tar.zst per database.
+    set_format: int = _field("RPGER_SET_FORMAT", 2, ge=1, le=2)
+    # zstd worker threads per blob (0 = compress in the calling thread; see docs/storage.md).
+    zstd_threads: int = _field("RPGER_ZSTD_THREADS", 0, ge=0, le=8)
+    # Blobs younger than this are never swept (a writer that holds no lock, a clock step).
+    blob_grace_hours: float = _field("RPGER_BLOB_GRACE_HOURS", 24.0, ge=0)
+
+    # --- Encryption (age) -----------------------------------------------------
+    # Public recipients (age1..., ssh-ed25519/ssh-rsa): set it and every new set is encrypted.
+    age_recipients_file: Path | None = _field("RPGER_AGE_RECIPIENTS_FILE", None)
+    # The private identity: only for restores and deep verification, never on a backup-only host.
+    age_identity_file: Path | None = _field("RPGER_AGE_IDENTITY_FILE", None)
+    # The key of the blob addresses (HMAC) of encrypted sets; made on first use. It cannot decrypt.
+    blob_id_key_file: Path | None = _field("RPGER_BLOB_ID_KEY_FILE", None)
     stack_id: str = _field("RPGER_STACK_ID", "rpger", min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
 
     # --- Off-site (S3-compatible) -------------------------------------------
@@ -92,6 +111,9 @@ class Settings(BaseSettings):
     s3_secret_key: SecretStr | None = _field("RPGER_S3_SECRET_KEY", None)
     s3_secure: bool = _field("RPGER_S3_SECURE", True)
     s3_region: str | None = _field("RPGER_S3_REGION", None)
+    # S3 Object Lock: every object uploaded is retained this many days (0 = off).
+    s3_object_lock_days: int = _field("RPGER_S3_OBJECT_LOCK_DAYS", 0, ge=0, le=36500)
+    s3_object_lock_mode: Literal["governance", "compliance"] = _field("RPGER_S3_OBJECT_LOCK_MODE", "governance")
 
     # --- Schedules and retention --------------------------------------------
     backup_cron: str = _field("RPGER_BACKUP_CRON", "0 3 * * *")
@@ -105,12 +127,24 @@ class Settings(BaseSettings):
     offsite_keep_daily: int = _field("RPGER_OFFSITE_KEEP_DAILY", 30, ge=0)
     offsite_keep_weekly: int = _field("RPGER_OFFSITE_KEEP_WEEKLY", 12, ge=0)
     offsite_keep_monthly: int = _field("RPGER_OFFSITE_KEEP_MONTHLY", 24, ge=0)
+    # Safety sets (the contents a forced restore replaced): their own small policy.
+    safety_keep_last: int = _field("RPGER_SAFETY_KEEP_LAST", 3, ge=0)
+    safety_keep_daily: int = _field("RPGER_SAFETY_KEEP_DAILY", 7, ge=0)
 
     # --- Monitoring ---------------------------------------------------------
     alert_webhook_url: SecretStr | None = _field("RPGER_ALERT_WEBHOOK_URL", None)
     backup_max_age_hours: float = _field("RPGER_BACKUP_MAX_AGE_HOURS", 26.0, gt=0)
     offsite_max_age_hours: float = _field("RPGER_OFFSITE_MAX_AGE_HOURS", 26.0, gt=0)
     shrink_alert_ratio: float = _field("RPGER_SHRINK_ALERT_RATIO", 0.5, gt=0, lt=1)
+    # Dead man's switch: GET after each complete verified set (healthchecks.io,
+    # Uptime Kuma push, ...); the external service alerts when pings stop.
+    heartbeat_url: SecretStr | None = _field("RPGER_HEARTBEAT_URL", None)
+    # How often the "off-site copy not configured" warning is repeated.
+    offsite_reminder_hours: float = _field("RPGER_OFFSITE_REMINDER_HOURS", 24.0, gt=0)
+    # The Dagster daemon is unhealthy when a required daemon's heartbeat is
+    # older than this (it beats every 30 s); alert after the startup grace.
+    daemon_heartbeat_tolerance_s: float = _field("RPGER_DAEMON_HEARTBEAT_TOLERANCE_S", 150.0, gt=0)
+    daemon_startup_grace_s: float = _field("RPGER_DAEMON_STARTUP_GRACE_S", 180.0, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -157,6 +191,17 @@ class Settings(BaseSettings):
             raise ValueError("must be host[:port] without scheme or path (set RPGER_S3_SECURE for TLS)")
         return v
 
+    @field_validator("heartbeat_url", "alert_webhook_url")
+    @classmethod
+    def _check_optional_url(cls, v: SecretStr | None) -> SecretStr | None:
+        # An empty secret file means "not configured" (compose ships empty ones);
+        # healthchecks run without the image entrypoint that would unset them.
+        if v is None or not v.get_secret_value().strip():
+            return None
+        if urlsplit(v.get_secret_value().strip()).scheme not in ("http", "https"):
+            raise ValueError("must be an http:// or https:// URL")
+        return SecretStr(v.get_secret_value().strip())
+
     @field_validator("backup_cron", "retention_cron")
     @classmethod
     def _check_cron(cls, v: str) -> str:
@@ -174,6 +219,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"{_alias_of(name)}: is empty or a placeholder; set a real secret")
         if self.s3_endpoint and (self.s3_access_key is None or self.s3_secret_key is None):
             raise ValueError("RPGER_S3_ACCESS_KEY/RPGER_S3_SECRET_KEY: required when RPGER_S3_ENDPOINT is set")
+        if self.age_recipients_file is not None and self.set_format < 2:
+            # Format 1 archives are never encrypted: refuse rather than write plaintext silently.
+            raise ValueError("RPGER_AGE_RECIPIENTS_FILE: encryption needs RPGER_SET_FORMAT=2 (content-addressed sets)")
         return self
 
     # --- Derived connection parameters -------------------------------------
@@ -207,6 +255,14 @@ class Settings(BaseSettings):
     def offsite_enabled(self) -> bool:
         return bool(self.s3_endpoint)
 
+    @property
+    def encryption_enabled(self) -> bool:
+        return self.age_recipients_file is not None
+
+    @property
+    def blob_key_path(self) -> Path:
+        return self.blob_id_key_file or self.backup_dir / "keys" / "blob-id.key"
+
     def safe_summary(self) -> dict[str, Any]:
         """What may be shown in logs and the UI: no secret values, no credentials in URLs."""
         return {
@@ -217,6 +273,7 @@ class Settings(BaseSettings):
             f" ({self.chroma_tenant}/{self.chroma_database})",
             "backup_dir": str(self.backup_dir),
             "offsite": f"s3://{self.s3_endpoint}/{self.s3_bucket}/{self.s3_prefix}" if self.s3_endpoint else "disabled",
+            "heartbeat": "configured" if self.heartbeat_url else "disabled",
         }
 
 

@@ -105,6 +105,25 @@ def redis_endpoint(servers_root: Path) -> Iterator[Endpoint]:
 
 
 @pytest.fixture
+def redis_app_endpoint(servers_root: Path) -> Iterator[Endpoint]:
+    """A fresh redis-server with the compose stack's users (ACL file from
+    compose/scripts/redis-acl.sh): `default` (ops) and the app's `rpger_app`.
+    `app_redis_url(endpoint)` is the app's URL, credentials inside."""
+    password, app_password = secrets.token_urlsafe(18), secrets.token_urlsafe(18)
+    server = devservers.start_redis(servers_root / f"redis-app-{uuid.uuid4().hex[:8]}", password,
+                                    app_password=app_password)
+    yield Endpoint(server.host, server.port, server, dict(server.secrets))
+    server.stop()
+
+
+def app_redis_url(endpoint: Endpoint, db: int = 0) -> str:
+    from urllib.parse import quote
+
+    return (f"redis://{devservers.REDIS_APP_USER}:{quote(endpoint.secrets['app_password'], safe='')}"
+            f"@{endpoint.host}:{endpoint.port}/{db}")
+
+
+@pytest.fixture
 def redis_factory(servers_root: Path) -> Iterator[Any]:
     """Start extra redis-servers (e.g. a second instance for digest comparisons)."""
     started: list[Endpoint] = []
@@ -188,3 +207,35 @@ def settings_s3(tmp_path: Path, mongo_endpoint: Endpoint, redis_endpoint: Endpoi
                 chroma_endpoint: Endpoint, s3_endpoint: Endpoint) -> Settings:
     """Settings for all three databases and the off-site S3 store."""
     return make_settings(tmp_path, mongo_endpoint, redis_endpoint, chroma_endpoint, s3_endpoint)
+
+
+# --- Hypothesis: one seed per session, printed, so any failure can be replayed ------------------
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """Without --hypothesis-seed, pick a seed here (instead of Hypothesis choosing one per
+    test and printing it only in rare cases), so the report can always name it."""
+    try:
+        from hypothesis import core
+    except ImportError:
+        return
+    if core.global_force_seed is None:
+        core.global_force_seed = secrets.randbits(32)
+    config.stash[_HYPOTHESIS_SEED] = int(core.global_force_seed)
+
+
+_HYPOTHESIS_SEED = pytest.StashKey[int]()
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    seed = config.stash.get(_HYPOTHESIS_SEED, None)
+    return None if seed is None else f"hypothesis seed: {seed} (replay with --hypothesis-seed={seed})"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    seed = item.config.stash.get(_HYPOTHESIS_SEED, None)
+    if report.failed and seed is not None and getattr(getattr(item, "obj", None), "is_hypothesis_test", False):
+        report.sections.append(("hypothesis seed", f"replay: pytest '{item.nodeid}' --hypothesis-seed={seed}"))

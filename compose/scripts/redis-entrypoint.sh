@@ -3,15 +3,16 @@
 # The password never appears on a command line: it is turned into an ACL file
 # holding only its sha256 (tmpfs /run/rpger, readable by the server user only),
 # referenced from a generated config. Then the image's entrypoint drops root.
-# Two users, both rewritten at every start (rotation = new secret + restart):
+# Two users, both rewritten at every start (rotation = new secret + restart),
+# defined in redis-acl.sh (shared with the test harness and `rpger-ops dev`):
 #   default   (ops layer) all rights: backups need PSYNC/REPLCONF, forced
 #             restores FLUSHDB;
 #   rpger_app (the app)   all keys and channels, no @admin/@dangerous commands
-#             (no FLUSHALL/FLUSHDB, CONFIG, PSYNC/SYNC, ACL SETUSER, SHUTDOWN,
-#             DEBUG, KEYS, INFO, MONITOR ...).
+#             but INFO and KEYS (RPGer calls them); never FLUSHALL/FLUSHDB,
+#             CONFIG, ACL, SHUTDOWN, PSYNC/SYNC, DEBUG, MODULE, MONITOR ...
 set -eu
 # shellcheck source=check-secrets.sh
-. /rpger/check-secrets.sh
+. /usr/local/lib/rpger/check-secrets.sh
 require_secret /run/secrets/redis_password redis_password
 require_secret /run/secrets/redis_app_password redis_app_password
 
@@ -20,11 +21,7 @@ else server=redis-server; user=redis; fi
 
 install -d -m 0755 /run/rpger
 umask 077
-sha() { tr -d '\r\n' <"$1" | sha256sum | cut -d' ' -f1; }
-{
-    printf 'user default on #%s ~* &* +@all\n' "$(sha /run/secrets/redis_password)"
-    printf 'user rpger_app on #%s ~* &* +@all -@admin -@dangerous\n' "$(sha /run/secrets/redis_app_password)"
-} >/run/rpger/users.acl
+sh /usr/local/lib/rpger/redis-acl.sh /run/secrets/redis_password /run/secrets/redis_app_password >/run/rpger/users.acl
 cat >/run/rpger/server.conf <<CONF
 bind * -::*
 port 6379

@@ -9,10 +9,9 @@ import argparse
 import json
 import sys
 
-from rpger_ops.catalog import CatalogError
-from rpger_ops.offsite import OffsiteError
 from rpger_ops.retention import format_decision, prune_local, prune_offsite
 from rpger_ops.settings import load_settings
+from rpger_ops.store import StoreError
 
 
 def main(argv: list[str]) -> int:
@@ -37,7 +36,7 @@ def main(argv: list[str]) -> int:
     for name, prune in targets:
         try:
             decision = prune(settings, args.dry_run)
-        except (OffsiteError, CatalogError) as exc:
+        except StoreError as exc:
             print(f"rpger-ops retention: {name}: {exc}", file=sys.stderr)
             status = 1
             continue

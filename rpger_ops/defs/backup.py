@@ -1,47 +1,50 @@
 """Backup chains as Dagster assets: one chain per database, one partition per set.
 
-Thin wiring over `rpger_ops.backup`. Assets write files under the backup
-directory and return metadata only; no data passes through an IO manager.
+Thin wiring over `rpger_ops.pipeline.BackupPipeline` (the `pipeline`
+resource). Assets write files in the backup directory and return metadata
+only; no data passes through an IO manager.
 
 Jobs:
 - `backup_chains`: the asset job, partitioned by `backup_sets` (schedule,
   backfills, "materialize partition" in the UI; re-running checks or the
   off-site copy for an old set).
 - `backup_checks`: re-run the integrity checks of one set (tag `dagster/partition`).
-- `backup_all`: a NEW set from nothing: creates the set id, registers the
-  partition, then materialises every chain for it. It needs no partition, so
-  CI can run it from the command line. In Dagster 1.13.27 `dagster job execute`
-  has no `-w/--workspace` option (only `job launch` does, and that needs a
-  running code server), and an asset job run without `dagster/partition` fails
-  inside the step ("Cannot access partition_key for a non-partitioned run"),
-  while an unregistered key fails when the output is stored. Verified command:
+- `backup_all`: a NEW set from nothing (CI runs it from the command line).
+  Its ops call the same pipeline methods as the assets and record the same
+  materializations and check evaluations on the chain assets for the new
+  set's partition, so the UI shows every chain of the set either way. One op
+  per database; the multiprocess executor runs the three at once (a per-database
+  concurrency key keeps two runs off one database). In Dagster 1.13
+  `dagster job execute` has no `-w/--workspace` option, and an asset job
+  cannot be started without a registered partition, hence an op job:
 
       DAGSTER_HOME=/path/to/home dagster job execute -m rpger_ops.definitions -a defs -j backup_all
 
 - `verify_restore`: deep verification of one set (restore into scratch targets,
-  compare digests).
+  compare digests; the result is written back into the set).
 """
 
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import dagster as dg
 
-from rpger_ops import backup
-from rpger_ops.alerts import Alerter
-from rpger_ops.catalog import VERIFIED, Catalog, CatalogError
 from rpger_ops.defs.partitions import BACKUP_SETS_PARTITION, backup_sets
-from rpger_ops.defs.resources import StackResource
-from rpger_ops.engines.base import ENGINE_NAMES, EngineName
-from rpger_ops.monitoring import Finding, shrink_finding
+from rpger_ops.defs.resources import PipelineResource
+from rpger_ops.engines.base import ENGINE_NAMES, EngineName, Progress
+from rpger_ops.monitoring import Finding
+from rpger_ops.pipeline import CHECK_NAMES, BackupError, BackupPipeline
+from rpger_ops.sets import CheckOutcome, DatabaseEntry, OffsiteCopy, SetKind, choose_latest, new_set_id
 from rpger_ops.settings import ConfigError, Settings, load_settings
+from rpger_ops.store import StoreError, read_sets
 
 GROUP = "backups"
 KIND_TAG = "rpger/backup_kind"
 
 
-def _progress(context: Any, every_s: float = 2.0) -> backup.Progress:
+def _progress(context: Any, every_s: float = 2.0) -> Progress:
     """Progress into the run log: every step start/end, otherwise at most one line
     per `every_s` (engines report per batch)."""
     last = [0.0]
@@ -56,25 +59,69 @@ def _progress(context: Any, every_s: float = 2.0) -> backup.Progress:
     return progress
 
 
-def _kind(context: Any) -> backup.BackupKind:
+def _kind(context: Any) -> SetKind:
     tags = context.run.tags
-    if tags.get(KIND_TAG) in ("scheduled", "safety", "manual"):
-        return tags[KIND_TAG]  # type: ignore[no-any-return]
-    return "scheduled" if "dagster/schedule_name" in tags else "manual"
+    if tags.get(KIND_TAG) in tuple(SetKind):
+        return SetKind(tags[KIND_TAG])
+    return SetKind.SCHEDULED if "dagster/schedule_name" in tags else SetKind.MANUAL
 
 
 def _fail(exc: Exception) -> dg.Failure:
     return dg.Failure(description=str(exc), metadata={"set_id": getattr(exc, "set_id", None) or ""})
 
 
-def _entry_metadata(entry: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+# --- what the UI shows, shared by the assets and backup_all --------------------------------
+
+def _values(entry: DatabaseEntry, keys: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key in keys:
-        value = entry.get(key)
-        if value is None:
+        value = getattr(entry, key, None)
+        if value is None or value == "" or value == {}:
             continue
         out[key] = dg.MetadataValue.json(value) if isinstance(value, dict | list) else value
     return out
+
+
+def dump_metadata(set_id: str, entry: DatabaseEntry) -> dict[str, Any]:
+    return {"set_id": set_id, "items": entry.items,
+            **_values(entry, ("work_dir", "counts", "digest", "schema_version", "server_version", "server_kind",
+                              "point_in_time", "dump_seconds", "dump_bytes", "notes"))}
+
+
+def archive_metadata(pipeline: BackupPipeline, set_id: str, db: str, entry: DatabaseEntry) -> dict[str, Any]:
+    if entry.layout == "blobs":
+        # new: bytes this set added to the store; referenced: bytes it shares with earlier sets.
+        new = int(entry.new_bytes or 0)
+        return {"set_id": set_id, "layout": "blobs", "blobs": len(entry.files), "encrypted": entry.encrypted,
+                "path": dg.MetadataValue.path(str(pipeline.local.root / "blobs")),
+                "stored_bytes": entry.stored_bytes, "new_bytes": new, "referenced_bytes": entry.stored_bytes - new,
+                **_values(entry, ("sha256", "archive_seconds", "zstd_level", "counts", "digest"))}
+    return {"set_id": set_id, "path": dg.MetadataValue.path(str(pipeline.local.archive_path(set_id, db))),
+            **_values(entry, ("archive_bytes", "sha256", "archive_seconds", "zstd_level", "counts", "digest"))}
+
+
+def offsite_metadata(pipeline: BackupPipeline, copy: OffsiteCopy | None) -> dict[str, Any]:
+    if copy is None:
+        return {"status": "disabled", "uploaded": False}
+    store = pipeline.offsite
+    out = {"status": "uploaded", "key": copy.key, "sha256": copy.sha256, "bytes": copy.bytes,
+           "where": store.where() if store is not None else ""}
+    if copy.new_bytes is not None:
+        out.update(new_bytes=copy.new_bytes, referenced_bytes=copy.bytes - copy.new_bytes)
+    return out
+
+
+def _check_events(outcomes: list[CheckOutcome], shrink: Finding) -> Iterator[tuple[str, bool, str, dg.AssetCheckSeverity]]:
+    for outcome in outcomes:
+        yield outcome.name, outcome.passed, outcome.description, dg.AssetCheckSeverity.ERROR
+    yield "not_shrunk", shrink.ok, shrink.summary, dg.AssetCheckSeverity.WARN
+
+
+def _offsite_check(copy: OffsiteCopy | None, entry: DatabaseEntry) -> tuple[bool, str, dg.AssetCheckSeverity]:
+    if copy is None:
+        return False, "off-site store not configured: this set exists only locally", dg.AssetCheckSeverity.WARN
+    return (copy.sha256 == entry.sha256, f"remote object {copy.key} read back with the archive's sha256",
+            dg.AssetCheckSeverity.ERROR)
 
 
 def _partitioned_check_spec(name: str, asset: dg.AssetKey, description: str,
@@ -87,6 +134,8 @@ def _partitioned_check_spec(name: str, asset: dg.AssetKey, description: str,
                                  description=description)
 
 
+# --- one chain per database -----------------------------------------------------------------
+
 def backup_chain(db: EngineName) -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinition]]:
     """[db, "dump"] -> [db, "archive"] (+ blocking integrity checks) -> [db, "offsite"]."""
     dump_key = dg.AssetKey([db, "dump"])
@@ -96,38 +145,31 @@ def backup_chain(db: EngineName) -> tuple[list[dg.AssetsDefinition], list[dg.Ass
     tags = {"dagster/concurrency_key": db}
 
     @dg.asset(key=dump_key, partitions_def=backup_sets, group_name=GROUP, op_tags=tags, kinds={db},
-              description=f"Online dump of {db} into the set's work folder (source digest, counts, version).")
-    def dump(context: dg.AssetExecutionContext, stack: StackResource) -> dg.MaterializeResult:
-        settings = stack.settings()
-        set_id = backup.start_set(settings, _kind(context), set_id=context.partition_key)
+              description=f"Online dump of {db} into the set's work folder (digest of the dump, counts, "
+                          "schema version of the data).")
+    def dump(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        p = pipeline.pipeline()
+        set_id = p.start_set(_kind(context), ENGINE_NAMES, set_id=context.partition_key).set_id
         try:
-            entry = backup.dump_database(settings, set_id, db, _progress(context))
-        except backup.BackupError as exc:
+            entry = p.dump(set_id, db, _progress(context))
+        except BackupError as exc:
             raise _fail(exc) from None
-        return dg.MaterializeResult(metadata={
-            "set_id": set_id, "items": sum(entry["counts"].values()),
-            **_entry_metadata(entry, ("dump_dir", "counts", "source_digest", "server_version", "server_kind",
-                                      "point_in_time", "dump_seconds", "dump_bytes", "notes")),
-        })
+        return dg.MaterializeResult(metadata=dump_metadata(set_id, entry))
 
     @dg.asset(key=archive_key, deps=[dump_key], partitions_def=backup_sets, group_name=GROUP, op_tags=tags,
-              kinds={db}, description=f"tar+zstd archive of the {db} dump in sets/<set_id>/, with sha256.")
-    def archive(context: dg.AssetExecutionContext, stack: StackResource) -> dg.MaterializeResult:
-        settings = stack.settings()
+              kinds={db}, description=f"The {db} dump stored: content-addressed zstd blobs shared with earlier "
+                                         "sets (new vs referenced bytes), or a tar+zstd archive (format 1).")
+    def archive(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        p = pipeline.pipeline()
         try:
-            entry = backup.archive_database(settings, context.partition_key, db, _progress(context))
-        except backup.BackupError as exc:
+            entry = p.archive(context.partition_key, db, _progress(context))
+        except BackupError as exc:
             raise _fail(exc) from None
-        path = Catalog(settings.backup_dir).archive_path(context.partition_key, db)
-        return dg.MaterializeResult(metadata={
-            "path": dg.MetadataValue.path(str(path)),
-            **_entry_metadata(entry, ("archive_bytes", "sha256", "archive_seconds", "zstd_level", "counts",
-                                      "source_digest", "server_version")),
-        })
+        return dg.MaterializeResult(metadata=archive_metadata(p, context.partition_key, db, entry))
 
     specs = [_partitioned_check_spec(name, archive_key, text, blocking=True)
-             for name, text in (("sha256", "The archive's sha256 equals the manifest's."),
-                                ("readable", "The archive decompresses and the engine parses the dump."),
+             for name, text in (("sha256", "Every stored blob (or the archive) hashes to the manifest."),
+                                ("readable", "The blobs decompress and the engine parses the dump."),
                                 ("counts", "Items per namespace in the archive equal those dumped."))]
     specs.append(_partitioned_check_spec(
         "not_shrunk", archive_key, "Items and archive size not below RPGER_SHRINK_ALERT_RATIO x the previous "
@@ -135,26 +177,17 @@ def backup_chain(db: EngineName) -> tuple[list[dg.AssetsDefinition], list[dg.Ass
 
     @dg.multi_asset_check(specs=specs, name=f"{db}_archive_checks", op_tags=tags,
                           description=f"Integrity of the {db} archive; a failure marks the entry failed "
-                                      "and blocks the off-site copy.")
-    def archive_checks(context: dg.AssetCheckExecutionContext, stack: StackResource) -> Any:
+                                      "(or corrupt, when it was verified before) and blocks the off-site copy.")
+    def archive_checks(context: dg.AssetCheckExecutionContext, pipeline: PipelineResource) -> Any:
+        p = pipeline.pipeline()
         set_id = context.op_execution_context.partition_key
         try:
-            outcomes = backup.check_archive(stack.settings(), set_id, db)
-        except (backup.BackupError, CatalogError) as exc:  # e.g. a set taken without this database
-            outcomes = [backup.CheckOutcome(name, False, str(exc)) for name in backup.CHECK_NAMES]
-        for outcome in outcomes:
-            yield dg.AssetCheckResult(asset_key=archive_key, check_name=outcome.name, passed=outcome.passed,
-                                      description=outcome.description, metadata={"set_id": set_id})
-        # A sharp drop is suspicious, not invalid: flag it (WARN) and alert, don't block.
-        settings = stack.settings()
-        try:
-            shrink = shrink_finding(settings, set_id, db)
-        except CatalogError as exc:
-            shrink = Finding(True, f"not compared: {exc}")
-        Alerter(settings).update(f"shrunk:{db}", not shrink.ok, shrink.summary, shrink.details, severity="warning")
-        yield dg.AssetCheckResult(asset_key=archive_key, check_name="not_shrunk", passed=shrink.ok,
-                                  severity=dg.AssetCheckSeverity.WARN, description=shrink.summary,
-                                  metadata={"set_id": set_id})
+            outcomes = p.check(set_id, db)
+        except BackupError as exc:  # e.g. a set taken without this database
+            outcomes = [CheckOutcome(name=name, passed=False, description=str(exc)) for name in CHECK_NAMES]
+        for name, passed, description, severity in _check_events(outcomes, p.shrink(set_id, db)):
+            yield dg.AssetCheckResult(asset_key=archive_key, check_name=name, passed=passed, severity=severity,
+                                      description=description, metadata={"set_id": set_id})
 
     offsite_spec = _partitioned_check_spec("offsite_copy", offsite_key,
                                            "An off-site copy with the archive's sha256 exists.")
@@ -162,31 +195,21 @@ def backup_chain(db: EngineName) -> tuple[list[dg.AssetsDefinition], list[dg.Ass
     @dg.asset(key=offsite_key, deps=[archive_key], partitions_def=backup_sets, group_name=GROUP, kinds={"s3"},
               check_specs=[offsite_spec],
               description=f"Off-site (S3) copy of the verified {db} archive, read back and hash-checked; "
-                          "then the set's manifest.")
-    def offsite(context: dg.AssetExecutionContext, stack: StackResource) -> dg.MaterializeResult:
-        settings = stack.settings()
+                          "then the set's off-site manifest.")
+    def offsite(context: dg.AssetExecutionContext, pipeline: PipelineResource) -> dg.MaterializeResult:
+        p = pipeline.pipeline()
         set_id = context.partition_key
-        if not settings.offsite_enabled:
+        if p.offsite is None:
             context.log.warning("off-site store not configured (RPGER_S3_ENDPOINT unset): no off-site copy")
-            return dg.MaterializeResult(
-                metadata={"status": "disabled", "uploaded": False},
-                check_results=[dg.AssetCheckResult(
-                    check_name="offsite_copy", passed=False, severity=dg.AssetCheckSeverity.WARN,
-                    description="off-site store not configured: this set exists only locally")],
-            )
         try:
-            result = backup.upload_offsite(settings, set_id, db, _progress(context)) or {}
-        except backup.BackupError as exc:
+            copy = p.upload(set_id, db, _progress(context))
+        except BackupError as exc:
             raise _fail(exc) from None
-        local_sha = Catalog(settings.backup_dir).read(set_id)["databases"][db].get("sha256")
+        passed, description, severity = _offsite_check(copy, p.read(set_id).databases[db])
         return dg.MaterializeResult(
-            metadata={"status": "uploaded", "uploaded": bool(result.get("uploaded", True)),
-                      "key": str(result.get("key")), "sha256": str(result.get("sha256")),
-                      "bytes": int(result.get("bytes") or 0), "where": settings.safe_summary()["offsite"]},
-            check_results=[dg.AssetCheckResult(
-                check_name="offsite_copy", passed=result.get("sha256") == local_sha,
-                description=f"remote object {result.get('key')} read back with the archive's sha256")],
-        )
+            metadata=offsite_metadata(p, copy),
+            check_results=[dg.AssetCheckResult(check_name="offsite_copy", passed=passed, severity=severity,
+                                               description=description)])
 
     return [dump, archive, offsite], [archive_checks]
 
@@ -203,8 +226,20 @@ def _all_chains() -> tuple[list[dg.AssetsDefinition], list[dg.AssetChecksDefinit
 
 CHAIN_ASSETS, CHAIN_CHECKS = _all_chains()
 
+def _concurrency() -> int:
+    try:
+        return load_settings().backup_concurrency
+    except ConfigError:
+        return int(Settings.model_fields["backup_concurrency"].default)
+
+
+# The three chains side by side, unless RPGER_BACKUP_CONCURRENCY says fewer (small hosts).
+CHAIN_EXECUTOR = dg.multiprocess_executor.configured({"max_concurrent": _concurrency()}, name="backup_executor")
+
+
 backup_chains = dg.define_asset_job(
     "backup_chains", selection=dg.AssetSelection.assets(*CHAIN_ASSETS), partitions_def=backup_sets,
+    executor_def=CHAIN_EXECUTOR,
     description="Dump, archive, check and copy off-site all three databases for one backup set (partition).",
 )
 
@@ -217,84 +252,114 @@ backup_checks = dg.define_asset_job(
 )
 
 
-# --- backup_all: a new set without a partition -----------------------------------------
+# --- backup_all: a new set without a partition -----------------------------------------------
 
-@dg.op(description="Create a new backup set (id + partition) and materialise every chain for it.")
-def back_up_new_set(context: dg.OpExecutionContext, stack: StackResource) -> str:
-    settings = stack.settings()
+@dg.op(description="Create a new backup set (its id and its partition).")
+def open_set(context: dg.OpExecutionContext, pipeline: PipelineResource) -> str:
     kind = _kind(context)
-    set_id = backup.start_set(settings, kind)
+    set_id = pipeline.pipeline().start_set(kind, ENGINE_NAMES).set_id
     context.instance.add_dynamic_partitions(BACKUP_SETS_PARTITION, [set_id])
-    context.log.info(f"backup set {set_id} ({kind}) registered; materialising the chains")
-    # Run the partitioned asset job itself (same process, same instance), so the UI
-    # shows a `backup_chains` run for this set with every materialisation and check.
-    from rpger_ops.definitions import defs
-
-    result = defs.resolve_job_def(backup_chains.name).execute_in_process(
-        instance=context.instance, partition_key=set_id, raise_on_error=False,
-        tags={KIND_TAG: kind, "rpger/parent_run_id": context.run_id},
-    )
-    manifest = Catalog(settings.backup_dir).read(set_id)
-    statuses = {db: e.get("status") for db, e in manifest.get("databases", {}).items()}
-    metadata: dict[str, dg.RawMetadataValue] = {"set_id": set_id, "chains_run_id": result.run_id,
-                                                "statuses": dg.MetadataValue.json(statuses)}
-    context.add_output_metadata(metadata)
-    if not result.success:
-        errors = [e.get("error") or e.get("offsite_error") for e in manifest.get("databases", {}).values()]
-        raise dg.Failure(description=f"backup set {set_id} failed: "
-                                     + ("; ".join(x for x in errors if x) or f"see run {result.run_id}"),
-                         metadata=metadata)
+    context.log.info(f"backup set {set_id} ({kind}) registered")
     return set_id
 
 
-@dg.job(description="Take a NEW backup set of all three databases (no partition needed; CI runs this).",
-        tags={"dagster/max_retries": 0})
+def _back_up_op(db: EngineName) -> dg.OpDefinition:
+    dump_key, archive_key, offsite_key = (dg.AssetKey([db, step]) for step in ("dump", "archive", "offsite"))
+
+    @dg.op(name=f"back_up_{db}", tags={"dagster/concurrency_key": db},
+           description=f"The {db} chain of the new set: dump, archive, checks, off-site copy "
+                       f"(recorded on the {db}/* assets).")
+    def back_up(context: dg.OpExecutionContext, pipeline: PipelineResource, set_id: str) -> str:
+        p = pipeline.pipeline()
+        progress = _progress(context)
+        try:
+            entry = p.dump(set_id, db, progress)
+            context.log_event(dg.AssetMaterialization(dump_key, partition=set_id,
+                                                      metadata=dump_metadata(set_id, entry)))
+            entry = p.archive(set_id, db, progress)
+            context.log_event(dg.AssetMaterialization(archive_key, partition=set_id,
+                                                      metadata=archive_metadata(p, set_id, db, entry)))
+            outcomes = p.check(set_id, db)
+            for name, passed, description, severity in _check_events(outcomes, p.shrink(set_id, db)):
+                context.log_event(dg.AssetCheckEvaluation(  # type: ignore[arg-type]  # logged like a materialization
+                    archive_key, name, passed, {"set_id": set_id}, severity=severity, description=description,
+                    partition=set_id))
+            failed = [f"{o.name}: {o.description}" for o in outcomes if not o.passed]
+            if failed:
+                raise BackupError(f"backup set {set_id}: {db} checks failed: {'; '.join(failed)}", set_id)
+            copy = p.upload(set_id, db, progress)
+        except BackupError as exc:
+            raise _fail(exc) from None
+        context.log_event(dg.AssetMaterialization(offsite_key, partition=set_id, metadata=offsite_metadata(p, copy)))
+        passed, description, severity = _offsite_check(copy, p.read(set_id).databases[db])
+        context.log_event(dg.AssetCheckEvaluation(  # type: ignore[arg-type]  # logged like a materialization
+            offsite_key, "offsite_copy", passed, {"set_id": set_id}, severity=severity, description=description,
+            partition=set_id))
+        return set_id
+
+    return back_up
+
+
+BACK_UP_OPS = {db: _back_up_op(db) for db in ENGINE_NAMES}
+
+
+@dg.op(description="The new set is complete: every database verified (and copied off-site when configured).")
+def close_set(context: dg.OpExecutionContext, pipeline: PipelineResource, set_ids: list[str]) -> str:
+    set_id = set_ids[0]
+    backup_set = pipeline.pipeline().read(set_id)
+    context.add_output_metadata({"set_id": set_id, "summary": backup_set.summary(),
+                                 "complete": backup_set.complete})
+    if not backup_set.complete:
+        raise dg.Failure(description=f"backup set {set_id} is not complete: {backup_set.summary()}",
+                         metadata={"set_id": set_id})
+    return set_id
+
+
+@dg.job(description="Take a NEW backup set of all three databases, the chains side by side "
+                    "(no partition needed; CI runs this).", tags={"dagster/max_retries": 0},
+        executor_def=CHAIN_EXECUTOR)
 def backup_all() -> None:
-    back_up_new_set()
+    set_id = open_set()
+    close_set([BACK_UP_OPS[db](set_id) for db in ENGINE_NAMES])
 
 
 # --- verify_restore -----------------------------------------------------------------------
 
 class VerifyRestoreConfig(dg.Config):  # type: ignore[misc]
-    set: str = "latest"  # "latest" (newest set with all databases verified) or a set id
+    set: str = "latest"  # "latest" (newest complete scheduled/manual set) or a set id
     databases: list[str] = list(ENGINE_NAMES)
 
 
-def _resolve_set(settings: Settings, ref: str, dbs: list[str]) -> str:
-    if ref != "latest":
-        return ref
-    latest = Catalog(settings.backup_dir).latest_verified(dbs)
-    if latest is None:
-        raise dg.Failure(description=f"no local backup set with {', '.join(dbs)} verified")
-    return str(latest["set_id"])
-
-
-@dg.op(description="Restore a set into scratch targets and compare digests with the manifest.")
+@dg.op(description="Restore a set into scratch targets and compare digests with the backup's (written back).")
 def restore_into_scratch(context: dg.OpExecutionContext, config: VerifyRestoreConfig,
-                         stack: StackResource) -> dict[str, bool]:
-    settings = stack.settings()
+                         pipeline: PipelineResource) -> dict[str, bool]:
+    p = pipeline.pipeline()
     unknown = sorted(set(config.databases) - set(ENGINE_NAMES))
     if unknown:
         raise dg.Failure(description=f"unknown database(s) {unknown}; expected {list(ENGINE_NAMES)}")
+    dbs: list[EngineName] = [db for db in ENGINE_NAMES if db in config.databases]
     # A run launched for a partition (UI) verifies that set.
     ref = context.run.tags.get("dagster/partition") or config.set
-    set_id = _resolve_set(settings, ref, config.databases)
+    if ref == "latest":
+        found = choose_latest(read_sets(p.local), dbs).set_id
+        if found is None:
+            raise dg.Failure(description=f"no complete local backup set with {', '.join(dbs)}")
+        ref = found
     try:
-        manifest = Catalog(settings.backup_dir).read(set_id)
-    except CatalogError as exc:
+        backup_set = p.local.read(ref)
+    except StoreError as exc:
         raise dg.Failure(description=str(exc)) from None
-    not_verified = [d for d in config.databases if manifest["databases"].get(d, {}).get("status") != VERIFIED]
-    results = backup.verify_restore(settings, set_id, config.databases, _progress(context))  # type: ignore[arg-type]
-    manifest = Catalog(settings.backup_dir).read(set_id)
+    not_verified = [d for d in dbs if not backup_set.verified_for([d])]
+    results = p.verify_deep(ref, [d for d in dbs if d not in not_verified], _progress(context))
     context.add_output_metadata({
-        "set_id": set_id, **{f"{d}_restores": ok for d, ok in results.items()},
-        "details": dg.MetadataValue.json({d: manifest["databases"][d].get("restore_check") for d in results}),
+        "set_id": ref, **{f"{d}_restores": r.ok for d, r in results.items()},
+        "details": dg.MetadataValue.json({d: r.model_dump(mode="json") for d, r in results.items()}),
     })
-    failed = [d for d, ok in results.items() if not ok]
+    failed = [d for d, r in results.items() if not r.ok]
     if failed or not_verified:
-        raise dg.Failure(description=f"set {set_id}: scratch restore digest differs or failed for {failed}"
+        raise dg.Failure(description=f"set {ref}: scratch restore digest differs or failed for {failed}"
                                      + (f"; not verified: {not_verified}" if not_verified else ""))
-    return results
+    return {d: r.ok for d, r in results.items()}
 
 
 @dg.job(description="Deep verification: restore a set into scratch databases and compare digests.",
@@ -307,7 +372,7 @@ def verify_restore() -> None:
 
 def _schedule_settings() -> tuple[str, str]:
     # The cron must be known when definitions load; a broken configuration still
-    # fails each run with a readable message (StackResource).
+    # fails each run with a readable message (PipelineResource).
     try:
         s = load_settings()
         return s.backup_cron, s.schedule_timezone
@@ -324,13 +389,11 @@ def _backup_schedule() -> dg.ScheduleDefinition:
                  default_status=dg.DefaultScheduleStatus.RUNNING,
                  description="Take a new backup set (RPGER_BACKUP_CRON, default daily 03:00).")
     def backup_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-        from rpger_ops.catalog import new_set_id
-
         # Schedules cannot return partition requests: register the set first.
         when = context.scheduled_execution_time
         set_id = new_set_id(when) if when else new_set_id()
         context.instance.add_dynamic_partitions(BACKUP_SETS_PARTITION, [set_id])
-        return dg.RunRequest(run_key=set_id, partition_key=set_id, tags={KIND_TAG: "scheduled"})
+        return dg.RunRequest(run_key=set_id, partition_key=set_id, tags={KIND_TAG: SetKind.SCHEDULED.value})
 
     return backup_schedule
 

@@ -6,12 +6,13 @@ import dagster as dg
 
 from rpger_ops import migrate
 from rpger_ops.defs.resources import StackResource
-from rpger_ops.engines.base import EngineError
+from rpger_ops.engines.base import ENGINE_NAMES, EngineError
 
 
 class MigrateConfig(dg.Config):  # type: ignore[misc]
     action: Literal["status", "plan", "up", "down"] = "status"
     target: Optional[int] = None  # noqa: UP045 -- Dagster's config schema reads Optional
+    databases: list[str] = list(ENGINE_NAMES)  # each database has its own ledger
 
 
 @dg.op(description="Schema migrations across MongoDB, Redis and Chroma (one migrator at a time).",
@@ -24,7 +25,7 @@ def run_migrations(context: dg.OpExecutionContext, config: MigrateConfig, stack:
 
     try:
         if config.action == "status":
-            st = migrate.status(settings)
+            st = migrate.status(settings, dbs=config.databases)
             for line in st.lines():
                 context.log.info(line)
             context.add_output_metadata({"current": st.current, "latest": st.latest,
@@ -33,13 +34,13 @@ def run_migrations(context: dg.OpExecutionContext, config: MigrateConfig, stack:
                 raise dg.Failure(description="; ".join(st.problems()))
             return st.as_dict()
         if config.action == "plan":
-            steps = migrate.plan(settings, config.target)
-            plan = [f"{s.direction} {s.version:04d} {s.name}" for s in steps]
+            steps = migrate.plan(settings, config.target, dbs=config.databases)
+            plan = [f"{s.direction} {s.version:04d} {s.name} {s.db}" for s in steps]
             for line in plan or ["nothing to do"]:
                 context.log.info(line)
             context.add_output_metadata({"steps": plan})
             return {"steps": plan}
-        report = migrate.migrate(settings, config.action, config.target, progress=progress)
+        report = migrate.migrate(settings, config.action, config.target, progress=progress, dbs=config.databases)
     except (migrate.MigrateError, EngineError) as exc:
         raise dg.Failure(description=str(exc)) from None
     for line in report.lines():

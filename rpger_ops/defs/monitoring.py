@@ -9,21 +9,50 @@ failing finding opens one incident (one alert); passing again resolves it
 """
 
 from datetime import UTC, datetime
+from typing import Any
 
 import dagster as dg
 
 from rpger_ops.alerts import Alerter
 from rpger_ops.defs.resources import StackResource
-from rpger_ops.monitoring import Finding, local_freshness, newest_set_shrink, offsite_freshness
+from rpger_ops.monitoring import (
+    OFFSITE_NOT_CONFIGURED,
+    Finding,
+    local_freshness,
+    newest_set_shrink,
+    offsite_configured,
+    offsite_freshness,
+    storage_report,
+)
 from rpger_ops.settings import Settings
 
 CATALOG_KEY = dg.AssetKey(["backups", "catalog"])
 
 backup_catalog = dg.AssetSpec(
     key=CATALOG_KEY,
-    description="Backup sets on local disk (RPGER_BACKUP_DIR) and in the off-site store.",
+    description="Backup sets on local disk (RPGER_BACKUP_DIR) and in the off-site store. Observed by "
+                "monitoring_sensor: per store the sets, logical bytes (full copies), stored bytes and dedup ratio.",
     group_name="monitoring",
 )
+
+
+def catalog_observation(settings: Settings) -> dg.AssetObservation:
+    """The catalogue's size per store: total stored, what full copies would weigh, the dedup ratio."""
+    from rpger_ops.store import StoreError, local_store, offsite_store
+
+    metadata: dict[str, Any] = {}
+    try:
+        metadata.update(storage_report(local_store(settings)).metadata("local"))
+    except StoreError as exc:
+        metadata["local_error"] = str(exc)
+    if settings.offsite_enabled:
+        try:
+            store = offsite_store(settings)
+            assert store is not None
+            metadata.update(storage_report(store).metadata("offsite"))
+        except StoreError as exc:
+            metadata["offsite_error"] = str(exc)
+    return dg.AssetObservation(asset_key=CATALOG_KEY, metadata=metadata)
 
 
 def _combine_shrink(settings: Settings) -> Finding:
@@ -45,6 +74,19 @@ def evaluate(settings: Settings, check_name: str, alerter: Alerter | None = None
     incident, fn = CHECKS[check_name]
     finding: Finding = fn(settings)
     (alerter or Alerter(settings)).update(incident, not finding.ok, finding.summary, finding.details)
+    return finding
+
+
+def remind_offsite(settings: Settings, alerter: Alerter | None = None) -> Finding:
+    """WARN once a day while no off-site store is configured; one recovery message
+    when it is."""
+    finding = offsite_configured(settings)
+    alerter = alerter or Alerter(settings)
+    if finding.ok:
+        alerter.resolve(OFFSITE_NOT_CONFIGURED, finding.summary, finding.details)
+    else:
+        alerter.remind(OFFSITE_NOT_CONFIGURED, finding.summary, finding.details, severity="warning",
+                       every_hours=settings.offsite_reminder_hours)
     return finding
 
 
@@ -71,6 +113,13 @@ def newest_set_not_shrunk(stack: StackResource) -> dg.AssetCheckResult:
     return _result(evaluate(stack.settings(), "newest_set_not_shrunk"))
 
 
+@dg.asset_check(asset=CATALOG_KEY, name="offsite_configured",
+                description="An off-site (S3) store is configured (WARN, repeated daily while it is not).")
+def offsite_configured_check(stack: StackResource) -> dg.AssetCheckResult:
+    finding = remind_offsite(stack.settings())
+    return dg.AssetCheckResult(passed=finding.ok, description=finding.summary, severity=dg.AssetCheckSeverity.WARN)
+
+
 @dg.sensor(minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Backup freshness (local, off-site) and shrink checks; alerts once per incident.")
 def monitoring_sensor(context: dg.SensorEvaluationContext, stack: StackResource) -> dg.SensorResult:
@@ -84,7 +133,13 @@ def monitoring_sensor(context: dg.SensorEvaluationContext, stack: StackResource)
             asset_key=CATALOG_KEY, check_name=name, passed=finding.ok,
             metadata={"summary": finding.summary, "evaluated_at": datetime.now(UTC).isoformat()},
         ))
-    return dg.SensorResult(asset_events=events)
+    offsite = remind_offsite(settings, alerter)
+    events.append(dg.AssetCheckEvaluation(
+        asset_key=CATALOG_KEY, check_name="offsite_configured", passed=offsite.ok,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"summary": offsite.summary, "evaluated_at": datetime.now(UTC).isoformat()},
+    ))
+    return dg.SensorResult(asset_events=[*events, catalog_observation(settings)])
 
 
 @dg.run_failure_sensor(default_status=dg.DefaultSensorStatus.RUNNING,
@@ -116,6 +171,6 @@ def run_recovery_alert(context: dg.RunStatusSensorContext, stack: StackResource)
 def monitoring_defs() -> dg.Definitions:
     return dg.Definitions(
         assets=[backup_catalog],
-        asset_checks=[local_backup_fresh, offsite_backup_fresh, newest_set_not_shrunk],
+        asset_checks=[local_backup_fresh, offsite_backup_fresh, newest_set_not_shrunk, offsite_configured_check],
         sensors=[monitoring_sensor, run_failure_alert, run_recovery_alert],
     )

@@ -1,22 +1,24 @@
-"""Resources: thin wrappers that build engines and the off-site store from Settings.
+"""Resources: the seam between Dagster and the plain code.
 
 Settings are read from the environment when a run (or sensor tick) starts, so
 the UI, the daemon, launched run containers and `dagster job execute` all see
 the same configuration, and secrets stay in `*_FILE` files.
+
+`PipelineResource` builds the backup pipeline once per step process
+(`setup_for_execution`) and hands the same object to every asset, check and
+op; tests inject another `pipeline` resource (e.g. one built on in-memory
+stores and engines) to exercise the wiring without servers.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import dagster as dg
+from pydantic import PrivateAttr
 
-from rpger_ops.engines import build_engine
-from rpger_ops.engines.base import Engine, EngineName
+from rpger_ops.pipeline import BackupPipeline
 from rpger_ops.settings import ConfigError, Settings, load_settings
-
-if TYPE_CHECKING:
-    from rpger_ops.offsite import OffsiteStore
 
 
 def _settings() -> Settings:
@@ -34,33 +36,19 @@ class StackResource(dg.ConfigurableResource):  # type: ignore[misc]
         return _settings()
 
 
-class EngineResource(dg.ConfigurableResource):  # type: ignore[misc]
-    """One database engine (`mongo`, `redis` or `chroma`)."""
+class PipelineResource(dg.ConfigurableResource):  # type: ignore[misc]
+    """The backup pipeline (local store, off-site store, engines, alerter) of this run."""
 
-    engine_name: str
+    _pipeline: BackupPipeline | None = PrivateAttr(default=None)
 
-    def engine(self) -> Engine:
-        name: EngineName = self.engine_name  # type: ignore[assignment]
-        return build_engine(name, _settings())
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._pipeline = BackupPipeline(_settings())
 
-
-class OffsiteResource(dg.ConfigurableResource):  # type: ignore[misc]
-    """The S3-compatible off-site store, or None when RPGER_S3_ENDPOINT is unset."""
-
-    def store(self) -> OffsiteStore | None:
-        settings = _settings()
-        if not settings.offsite_enabled:
-            return None
-        from rpger_ops.offsite import OffsiteStore
-
-        return OffsiteStore.from_settings(settings)
+    def pipeline(self) -> BackupPipeline:
+        if self._pipeline is None:  # used outside a run (e.g. called directly in a test)
+            self._pipeline = BackupPipeline(_settings())
+        return self._pipeline
 
 
-def resource_defs() -> dict[str, object]:
-    return {
-        "stack": StackResource(),
-        "mongo": EngineResource(engine_name="mongo"),
-        "redis": EngineResource(engine_name="redis"),
-        "chroma": EngineResource(engine_name="chroma"),
-        "offsite": OffsiteResource(),
-    }
+def resource_defs() -> dict[str, Any]:
+    return {"stack": StackResource(), "pipeline": PipelineResource()}

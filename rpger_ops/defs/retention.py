@@ -3,12 +3,11 @@
 
 import dagster as dg
 
-from rpger_ops.catalog import Catalog, CatalogError
 from rpger_ops.defs.partitions import BACKUP_SETS_PARTITION
 from rpger_ops.defs.resources import StackResource
-from rpger_ops.offsite import OffsiteError, OffsiteStore
 from rpger_ops.retention import format_decision, partitions_to_drop, prune_local, prune_offsite
 from rpger_ops.settings import ConfigError, Settings, load_settings
+from rpger_ops.store import StoreError, local_store, offsite_store
 
 
 class RetentionConfig(dg.Config):  # type: ignore[misc]
@@ -26,7 +25,7 @@ def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig, sta
             continue
         try:
             decision = prune(settings, config.dry_run)
-        except (OffsiteError, CatalogError) as exc:
+        except StoreError as exc:
             errors.append(f"{where}: {exc}")
             context.log.error(f"retention {where} failed: {exc}")
             continue
@@ -46,8 +45,9 @@ def apply_retention(context: dg.OpExecutionContext, config: RetentionConfig, sta
 def _drop_partitions(context: dg.OpExecutionContext, settings: Settings, deleted: list[str]) -> list[str]:
     if not deleted:
         return []
-    remote = OffsiteStore.from_settings(settings).list_set_ids() if settings.offsite_enabled else []
-    gone = partitions_to_drop(deleted, Catalog(settings.backup_dir).set_ids(), remote)
+    store = offsite_store(settings)
+    remote = store.set_ids() if store is not None else []
+    gone = partitions_to_drop(deleted, local_store(settings).set_ids(), remote)
     existing = set(context.instance.get_dynamic_partitions(BACKUP_SETS_PARTITION))
     dropped = [s for s in gone if s in existing]
     for set_id in dropped:

@@ -10,6 +10,7 @@ removed with its directory on exit.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -43,6 +44,30 @@ def redis_server_binary() -> str:
         if found:
             return found
     raise TempServerError("redis-server not found on PATH (needed to read Redis dumps); install redis-server or valkey")
+
+
+def check_rdb(rdb: Path, timeout_s: float = 600.0) -> int:
+    """Validate an RDB file without loading it into a server (redis-check-rdb /
+    valkey-check-rdb: every record parsed, the CRC64 checked); returns the number of
+    keys it holds. The checker is the server binary run under its checker name when
+    no separate one is installed."""
+    server = redis_server_binary()
+    name = "valkey-check-rdb" if Path(server).name.startswith("valkey") else "redis-check-rdb"
+    with tempfile.TemporaryDirectory(prefix="rpger-check-rdb-") as tmp:
+        checker = shutil.which(name)
+        if checker is None:
+            checker = str(Path(tmp) / name)
+            os.symlink(server, checker)
+        proc = subprocess.run([checker, str(rdb)], capture_output=True, text=True, timeout=timeout_s,
+                              stdin=subprocess.DEVNULL)
+    found = _KEYS_READ.search(proc.stdout)
+    if proc.returncode != 0 or "RDB looks OK" not in proc.stdout or found is None:
+        lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+        raise TempServerError(f"{name}: {rdb.name} is not a valid RDB: " + " | ".join(lines[-3:]))
+    return int(found.group(1))
+
+
+_KEYS_READ = re.compile(r"\[info\] (\d+) keys read")
 
 
 @dataclass
@@ -81,6 +106,10 @@ def _config(directory: Path, socket_path: Path, replica: bool) -> str:
         f"databases {TEMP_DATABASES}",
         "daemonize no",
         f'logfile "{directory / "server.log"}"',
+        # Our own throwaway server: DEBUG DIGEST (the content digest) from its unix socket only.
+        "enable-debug-command local",
+        # As a scratch target its snapshot (a digest of it) starts at once.
+        "repl-diskless-sync-delay 0",
     ]
     if replica:
         # A replica keeps keys whose TTL passed while loading (a master drops

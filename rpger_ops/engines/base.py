@@ -20,6 +20,7 @@ Shared vocabulary:
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -79,19 +80,51 @@ class NamespaceStats:
 
 
 @dataclass(frozen=True)
+class LedgerEntry:
+    """One migration step applied to one database."""
+
+    version: int
+    name: str
+    checksum: str
+    applied_at: str = ""
+    duration_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "name": self.name, "checksum": self.checksum,
+                "applied_at": self.applied_at, "duration_s": self.duration_s}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LedgerEntry:
+        return cls(int(d["version"]), str(d.get("name", "")), str(d.get("checksum", "")),
+                   str(d.get("applied_at", "")), float(d.get("duration_s", 0.0)))
+
+
+@dataclass(frozen=True)
 class StackMarker:
+    """The stack's record in a database: who initialised it, its schema version, and
+    its migrations ledger (`migrations`; None in markers written before the
+    ledger moved into them: the runner then derives it from `schema_version`)."""
+
     stack_id: str
     schema_version: int
     initialized_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    migrations: tuple[LedgerEntry, ...] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"stack_id": self.stack_id, "schema_version": self.schema_version,
-                "initialized_at": self.initialized_at}
+        out: dict[str, Any] = {"stack_id": self.stack_id, "schema_version": self.schema_version,
+                               "initialized_at": self.initialized_at}
+        if self.migrations is not None:
+            # A JSON string: Chroma keeps the marker in collection metadata (scalars only).
+            out["migrations"] = json.dumps([e.as_dict() for e in self.migrations], sort_keys=True)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StackMarker:
+        raw = d.get("migrations")
+        entries = json.loads(raw) if isinstance(raw, str) else raw
         return cls(stack_id=str(d["stack_id"]), schema_version=int(d["schema_version"]),
-                   initialized_at=str(d.get("initialized_at", "")))
+                   initialized_at=str(d.get("initialized_at", "")),
+                   migrations=None if entries is None else tuple(LedgerEntry.from_dict(e) for e in entries))
 
 
 @dataclass
@@ -103,6 +136,7 @@ class DumpResult:
     bytes_written: int
     point_in_time: bool  # one consistent instant for all namespaces
     server_version: str
+    digest: str = ""  # `digest()` of exactly what was written (computed while dumping)
     notes: list[str] = field(default_factory=list)  # e.g. "validators not supported by server"
     extra: dict[str, Any] = field(default_factory=dict)  # engine-specific metadata
 
@@ -119,6 +153,9 @@ class Engine(Protocol):
     """One database server as the ops layer sees it."""
 
     name: ClassVar[EngineName]
+    # Bumped whenever `digest()` computes differently: a set records the version of its
+    # digest, and one recorded by another version is checked against `digest_dump` instead.
+    digest_version: ClassVar[int]
 
     def ping(self) -> PingResult:
         """Round trip with auth; raises NotReadyError when unreachable or refused."""
@@ -140,6 +177,15 @@ class Engine(Protocol):
         changes it."""
         ...
 
+    def server_hash(self) -> tuple[str | None, str]:
+        """A hash of the user data that the server computes itself (MongoDB's dbHash),
+        far cheaper than `digest()`, which reads everything back. Equal hashes of two
+        databases mean equal content on the same server kind; the value is only ever
+        compared with one this server kind computed of content already proven by a
+        digest. (None, why) when the server has none: `why` is "" when none is expected
+        of this kind of server, else what is missing (e.g. FerretDB has no dbHash)."""
+        ...
+
     def read_marker(self) -> StackMarker | None: ...
 
     def write_marker(self, marker: StackMarker) -> None: ...
@@ -156,6 +202,14 @@ class Engine(Protocol):
         (proves an archive is readable and complete without a server)."""
         ...
 
+    @staticmethod
+    def digest_dump(src: Path) -> str:
+        """The digest a database holds after `restore(src)` into an empty target now:
+        computed from the dump's files, without the source server. Equal to
+        `DumpResult.digest` unless content has legitimately lapsed since the dump
+        (Redis keys whose TTL passed)."""
+        ...
+
     def restore(self, src: Path, progress: Progress = no_progress) -> RestoreResult:
         """Load a dump directory into this database, which the caller has made
         sure is empty (or wiped after a safety backup). Bulk and batched."""
@@ -168,7 +222,9 @@ class Engine(Protocol):
 
     def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
         """Atomically take the named lock in the database itself; False when
-        another live owner holds it. An expired lock may be taken over."""
+        another live owner holds it. An expired lock may be taken over; when
+        `owner` already holds it, its TTL is renewed (the heartbeat of
+        `locks.LockHolder`)."""
         ...
 
     def release_lock(self, name: str, owner: str) -> None:

@@ -1,7 +1,12 @@
 """MongoDB (and FerretDB) behind `base.Engine`.
 
-All collections of `settings.mongodb_database` are user data except the stack
-collection `_rpger_stack` (marker and locks). Dumps use mongodump's directory
+All collections of `settings.mongodb_database` are user data. The stack's own
+state (marker with the migrations ledger, locks) lives in a database of its
+own, `<database>__stack` (collection `state`), where the app's user has no
+role and which the app's collection listings never show. rpger-ops 0.1 kept it
+in the collection `_rpger_stack` of the app's database: that collection is
+still never data, is read as a fallback, and goes when the marker is next
+written. Dumps use mongodump's directory
 layout (see `_bson_dump`), so `mongorestore --dir <dump>` can read them too.
 Documents are streamed as raw BSON both ways: the server's own bytes go to
 the file, and the file's bytes go back to the server.
@@ -10,13 +15,17 @@ FerretDB lacks validators, collations, collMod, partial/TTL indexes and replica
 sets; where a restore cannot bring something back, `RestoreResult.notes` says
 what and where instead of failing.
 
-`DumpResult.extra` holds: server_kind ("mongodb"/"ferretdb"), database, format
-("mongodump-directory"), digest (of exactly what was written, comparable with
-`digest()`), and on a replica set replica_set and at_cluster_time.
+`DumpResult.digest` is the digest of exactly what was written (the same
+computation as `digest()`, during the dump's one read); `digest_dump` gives
+it again from the files. `DumpResult.extra` holds: server_kind
+("mongodb"/"ferretdb"), database, format ("mongodump-directory"), and on a
+replica set replica_set and at_cluster_time.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 import time
 from collections.abc import Iterator
@@ -69,10 +78,18 @@ if TYPE_CHECKING:
 
 MARKER_ID = "marker"
 LOCK_PREFIX = "lock:"
+STACK_COLLECTION = "state"
+MAX_DATABASE_NAME = 63  # bytes, MongoDB's limit
+
+
+def stack_database_name(database: str) -> str:
+    """The database holding the stack state of `database` (marker, ledger, locks)."""
+    return f"{database[:MAX_DATABASE_NAME - 7]}__stack"
 STACK_PREFIX = "_rpger_"  # namespaces of the stack: kept, but not "user data" for is_empty
 # Server error codes meaning "you may not": the server is up but refuses us.
 AUTH_ERROR_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
 NAMESPACE_EXISTS = 48
+COMMAND_NOT_FOUND = 59  # FerretDB for dbHash
 VALIDATION_OPTIONS = ("validator", "validationLevel", "validationAction")
 # Index fields that are bookkeeping, not definition.
 INDEX_BOOKKEEPING = ("v", "ns")
@@ -133,6 +150,7 @@ class _DumpRun:
 
 class MongoEngine:
     name: ClassVar[EngineName] = "mongo"
+    digest_version: ClassVar[int] = 1
 
     # Tuning knobs (class attributes so benchmarks and tests can adjust one instance).
     # Documents per find/getMore (a reply is capped at 16 MiB anyway); small enough that a
@@ -248,7 +266,7 @@ class MongoEngine:
         """Covers each document's raw BSON (field order and types), each index
         definition (minus v/ns) and each collection's type and options (uuid is
         server-generated and lives outside options). `dump` computes the same
-        digest of what it wrote, as `DumpResult.extra["digest"]`."""
+        digest of what it wrote, as `DumpResult.digest`."""
         d = Digest()
         with self._translate("digest"):
             for info in self._collections():
@@ -262,19 +280,51 @@ class MongoEngine:
                         d.add("doc:" + name, bytes(doc))
         return d.hexdigest()
 
+    def server_hash(self) -> tuple[str | None, str]:
+        """dbHash's per-collection md5s (documents in _id order, as the server stores them)
+        plus the digest of each collection's definition (type, options, indexes), which
+        dbHash leaves out."""
+        with self._translate("dbHash"):
+            infos = self._collections()
+            try:
+                reply = self.db.command("dbHash")
+            except OperationFailure as exc:
+                if exc.code != COMMAND_NOT_FOUND:
+                    raise
+                return None, (f"{self._server_kind()} has no dbHash, so the restored data was checked by "
+                              "reading all of it back (digest)")
+            definitions = Digest()
+            for info in infos:
+                is_view = info.get("type") == "view"
+                _add_definition(definitions, info, [] if is_view else
+                                [dict(ix) for ix in self.db[info["name"]].list_indexes()])
+        hashed = reply.get("collections") or {}
+        data = {info["name"] for info in infos if info.get("type") != "view"}
+        if set(hashed) != data:  # e.g. a kind of collection this server version does not hash
+            return None, (f"dbHash covers {sorted(hashed)} but the database holds {sorted(data)}; "
+                          "checked by digest instead")
+        both = json.dumps({"dbHash": hashed, "definitions": definitions.hexdigest()}, sort_keys=True)
+        return hashlib.sha256(both.encode()).hexdigest(), ""
+
     # --- Engine: marker and locks -----------------------------------------------------------
     @property
+    def stack_database(self) -> str:
+        return stack_database_name(self.settings.mongodb_database)
+
+    @property
     def _stack(self) -> Collection[dict[str, Any]]:
-        return self.db[MARKER_NAME]
+        return self.client[self.stack_database][STACK_COLLECTION]
 
     def read_marker(self) -> StackMarker | None:
         with self._translate("read_marker"):
-            doc = self._stack.find_one({"_id": MARKER_ID})
+            doc = self._stack.find_one({"_id": MARKER_ID}) or self.db[MARKER_NAME].find_one({"_id": MARKER_ID})
         return StackMarker.from_dict(doc) if doc else None
 
     def write_marker(self, marker: StackMarker) -> None:
         with self._translate("write_marker"):
             self._stack.replace_one({"_id": MARKER_ID}, {"_id": MARKER_ID, **marker.as_dict()}, upsert=True)
+            if MARKER_NAME in self.db.list_collection_names():  # 0.1's place, in the app's database
+                self.db.drop_collection(MARKER_NAME)
 
     def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
         """Insert the lock doc; if it exists, take it over only when expired (or
@@ -328,7 +378,7 @@ class MongoEngine:
             try:
                 for info in infos:
                     self._dump_collection(info, db_dir, run)
-                result.extra["digest"] = run.digest.hexdigest()
+                result.digest = run.digest.hexdigest()
                 if session is not None:
                     # Private in pymongo: the timestamp the server chose for the snapshot.
                     at = getattr(session, "_snapshot_time", None) or session.operation_time
@@ -412,6 +462,25 @@ class MongoEngine:
             raise EngineError(f"MongoDB dump unreadable: {exc}") from None
         except OSError as exc:
             raise EngineError(f"MongoDB dump unreadable: {exc.strerror}: {exc.filename}") from None
+
+    @staticmethod
+    def digest_dump(src: Path) -> str:
+        """`digest()` of a database restored from `src`, from the files alone."""
+        d = Digest()
+        try:
+            for meta in sorted(layout.read_layout(layout.database_dir(src)), key=lambda m: m.name):
+                if meta.name == MARKER_NAME:
+                    continue
+                info = {"name": meta.name, "type": meta.type, "options": meta.options}
+                _add_definition(d, info, [] if meta.type == "view" else meta.indexes)
+                if meta.data_file is not None:
+                    for doc in layout.iter_documents(meta.data_file):
+                        d.add("doc:" + meta.name, doc)
+        except layout.DumpFormatError as exc:
+            raise EngineError(f"MongoDB dump unreadable: {exc}") from None
+        except OSError as exc:
+            raise EngineError(f"MongoDB dump unreadable: {exc.strerror}: {exc.filename}") from None
+        return d.hexdigest()
 
     # --- Engine: restore ---------------------------------------------------------------------
     def restore(self, src: Path, progress: Progress = no_progress) -> RestoreResult:
@@ -569,6 +638,7 @@ class MongoEngine:
             try:
                 with engine._translate(f"drop scratch database {name}"):
                     engine.client.drop_database(name)
+                    engine.client.drop_database(engine.stack_database)
             finally:
                 engine.close()
 

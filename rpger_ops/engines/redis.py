@@ -1,10 +1,14 @@
 """Redis (and Valkey) behind the `Engine` contract.
 
 - Namespaces are the logical databases `db0`, `db1`, ...
-- Stack state lives in db0: the marker `_rpger:stack` and locks
-  `_rpger:lock:<name>`. They are left out of stats, digest, dump counts and
-  restore. Any `_rpger:*` key (e.g. a migrations ledger) does not make the
-  server non-empty, but everything except stack state is data.
+- Stack state lives in the stack db (`RPGER_REDIS_STACK_DB`, default 15): the
+  marker `_rpger:stack` and locks `_rpger:lock:<name>`, so the app's db0
+  (its DBSIZE, KEYS, INFO keyspace) holds only the app's keys. rpger-ops 0.1
+  kept them in db0: the same two key shapes there are stack state too (read as
+  a fallback, removed when the marker is next written). Stack state is left
+  out of stats, digest, dump counts and restore; every other key, in any db
+  (the stack db too), is data. Any `_rpger:*` key does not make the server
+  non-empty.
 - Dump: `dump.rdb`, a snapshot pulled over the replication protocol
   (`_redis_sync`), loaded into a temporary redis-server (`_redis_tmp`) to
   prove it reads and to count keys per db; `dump.json` beside it records its
@@ -12,8 +16,11 @@
 - Restore: load the RDB into a temporary redis-server and replay every key
   with DUMP/PEXPIRETIME -> RESTORE ... REPLACE ABSOLUTETTL, pipelined, into
   the live server (works with AOF on, unlike dropping dump.rdb into its dir).
-- Digest: `_redis_digest`; `digest_dump` gives the digest a restore of a dump
-  would produce now (keys expired since the dump left out).
+- Digest: `_redis_digest`, always computed on a copy in a temporary server
+  (`DEBUG DIGEST` there, in C, plus TTLs, stream groups and functions). `dump`
+  digests the snapshot in the same temporary server that counts it; `digest()`
+  of a live server takes a snapshot first; `digest_dump` gives the digest a
+  restore of a dump would produce now (keys expired since the dump left out).
 Needs Redis/Valkey 7.0+ (PEXPIRETIME, FUNCTION) and a local redis-server or
 valkey-server at least as new as the source (to read its RDB format).
 """
@@ -22,9 +29,10 @@ from __future__ import annotations
 
 import json
 import queue
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager, suppress
 from functools import partial
 from pathlib import Path
@@ -34,12 +42,11 @@ import redis
 from pydantic import SecretStr
 
 from rpger_ops.connect import redis_client
-from rpger_ops.engines._redis_digest import digest_db, digest_functions
+from rpger_ops.engines._redis_digest import digest_copy
 from rpger_ops.engines._redis_raw import pack, run_packed
 from rpger_ops.engines._redis_sync import RedisAddress, check_rdb_header, fetch_rdb, parse_address
-from rpger_ops.engines._redis_tmp import TempRedis, TempServerError, temp_redis
+from rpger_ops.engines._redis_tmp import TempRedis, TempServerError, check_rdb, temp_redis
 from rpger_ops.engines.base import (
-    Digest,
     DumpResult,
     Engine,
     EngineError,
@@ -74,8 +81,12 @@ def _never(key: bytes) -> bool:
 
 
 def is_stack_state(key: bytes) -> bool:
-    """Marker and locks: never data (they are only ever in db0)."""
+    """Marker and locks: never data (only in db0, 0.1's place, and the stack db)."""
     return key == MARKER_KEY or key.startswith(LOCK_PREFIX)
+
+
+def _skip_in(db: int, stack_dbs: Iterable[int]) -> Callable[[bytes], bool]:
+    return is_stack_state if db in set(stack_dbs) else _never
 
 
 def _db_index(namespace: str) -> int:
@@ -89,10 +100,16 @@ def _keyspace(client: redis.Redis) -> dict[int, int]:
             if name.startswith("db") and isinstance(v, dict)}
 
 
-def _stack_key_count(db0: redis.Redis) -> int:
-    count = int(db0.exists(MARKER_KEY))
-    count += sum(1 for _ in db0.scan_iter(match=LOCK_PREFIX + b"*", count=1000))
+def _stack_key_count(client: redis.Redis) -> int:
+    count = int(client.exists(MARKER_KEY))
+    count += sum(1 for _ in client.scan_iter(match=LOCK_PREFIX + b"*", count=1000))
     return count
+
+
+def _stack_keys(client_for_db: Callable[[int], redis.Redis], stack_dbs: Iterable[int]) -> dict[str, int]:
+    """Stack keys per stack db that holds any key at all."""
+    present = _keyspace(client_for_db(0))
+    return {f"db{db}": _stack_key_count(client_for_db(db)) for db in sorted(set(stack_dbs)) if db in present}
 
 
 def _totals(db0: redis.Redis) -> dict[str, int]:
@@ -105,16 +122,19 @@ def _without(totals: dict[str, int], stack_keys: dict[str, int]) -> dict[str, in
     return {ns: n for ns, n in counts.items() if n > 0}
 
 
-def counts_of(db0: redis.Redis) -> dict[str, int]:
-    """Data keys per db of the server `db0` talks to."""
-    return _without(_totals(db0), {"db0": _stack_key_count(db0)})
+def counts_of(client_for_db: Callable[[int], redis.Redis], stack_dbs: Iterable[int]) -> dict[str, int]:
+    """Data keys per db of the server."""
+    return _without(_totals(client_for_db(0)), _stack_keys(client_for_db, stack_dbs))
 
 
-def _write_sidecar(dest: Path, rdb_bytes: int, rdb_version: int, stack_keys: dict[str, int]) -> None:
-    """What the RDB alone cannot say later. Stack keys are counted while the
-    snapshot is fresh: a lock in it expires, and a loaded RDB then hides the
-    lock from SCAN but still counts it in INFO keyspace."""
-    meta = {"format": 1, "rdb_bytes": rdb_bytes, "rdb_version": rdb_version, "stack_keys": stack_keys}
+def _write_sidecar(dest: Path, rdb_bytes: int, rdb_version: int, stack_keys: dict[str, int],
+                   stack_dbs: list[int], keys: dict[str, int]) -> None:
+    """What the RDB alone cannot say later: its key count per db (so the check of an
+    archive validates the file without loading it again) and the stack keys in it,
+    counted while the snapshot is fresh (a lock in it expires, and a loaded RDB then
+    hides the lock from SCAN but still counts it in INFO keyspace)."""
+    meta = {"format": 2, "rdb_bytes": rdb_bytes, "rdb_version": rdb_version, "stack_keys": stack_keys,
+            "stack_dbs": stack_dbs, "keys": keys}
     (dest / SIDECAR).write_text(json.dumps(meta, indent=1) + "\n")
 
 
@@ -123,6 +143,8 @@ def _read_sidecar(src: Path) -> dict[str, Any]:
         meta = json.loads((src / SIDECAR).read_text())
         meta["rdb_bytes"] = int(meta["rdb_bytes"])
         meta["stack_keys"] = {str(k): int(v) for k, v in meta["stack_keys"].items()}
+        meta["stack_dbs"] = [int(db) for db in meta.get("stack_dbs", [0])]  # format 1: db0 only
+        meta["keys"] = {str(k): int(v) for k, v in meta["keys"].items()} if "keys" in meta else None
     except FileNotFoundError:
         raise EngineError(f"no {SIDECAR} in the Redis dump (incomplete dump)") from None
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
@@ -141,12 +163,26 @@ def _checked_rdb(src: Path, meta: dict[str, Any]) -> Path:
     return rdb
 
 
-def _digest_server(client_for_db: Callable[[int], redis.Redis]) -> str:
-    digest = Digest()
-    for db in sorted(_keyspace(client_for_db(0))):
-        digest_db(client_for_db(db), f"db{db}", digest, is_stack_state if db == 0 else _never)
-    digest_functions(client_for_db(0), digest)
-    return digest.hexdigest()
+def _digest_loaded(tmp: TempRedis, stack_dbs: Iterable[int]) -> str:
+    """Digest of a dump loaded into a temporary server: the copy becomes a master, loses
+    its stack state and the keys whose TTL has passed (what a restore now would bring
+    back), then digests itself (`_redis_digest`). The copy is changed: count it first."""
+    clients: dict[int, redis.Redis] = {}
+
+    def client_for_db(db: int) -> redis.Redis:
+        return clients.setdefault(db, tmp.client(db))
+
+    try:
+        client_for_db(0).execute_command("REPLICAOF", "NO", "ONE")
+        for db in set(stack_dbs) & set(_keyspace(client_for_db(0))):
+            c = client_for_db(db)
+            stack = [k for k in c.scan_iter(match=STACK_PREFIX + b"*", count=1000) if is_stack_state(k)]
+            if stack:
+                c.delete(*stack)
+        return digest_copy(client_for_db, list(_keyspace(client_for_db(0))))
+    finally:
+        for client in clients.values():
+            client.close()
 
 
 def _has_data(client: redis.Redis) -> bool:
@@ -155,7 +191,7 @@ def _has_data(client: redis.Redis) -> bool:
 
 
 def _unlink_data(db0: redis.Redis) -> None:
-    """Delete every key of db0 except the marker and locks."""
+    """Delete every key of a db except the marker and locks."""
     batch: list[bytes] = []
     for key in db0.scan_iter(count=1000):
         if not is_stack_state(key):
@@ -169,10 +205,13 @@ def _unlink_data(db0: redis.Redis) -> None:
 
 class RedisEngine:
     name: ClassVar[EngineName] = "redis"
+    digest_version: ClassVar[int] = 2  # 2: DEBUG DIGEST on a copy (1, rpger-ops 0.1: read back key by key)
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._clients: dict[int, redis.Redis] = {}
+        self.stack_db = settings.redis_stack_db
+        self.stack_dbs = sorted({0, self.stack_db})  # 0: where rpger-ops 0.1 kept them
 
     # --- connections -----------------------------------------------------------
     def _client(self, db: int = 0) -> redis.Redis:
@@ -219,11 +258,21 @@ class RedisEngine:
         return True
 
     def stats(self) -> dict[str, NamespaceStats]:
-        counts = self._call("count keys", partial(counts_of, self._client()))
+        counts = self._call("count keys", partial(counts_of, self._client, self.stack_dbs))
         return {ns: NamespaceStats(count=n, size_bytes=0) for ns, n in counts.items()}
 
+    def server_hash(self) -> tuple[str | None, str]:
+        # DEBUG DIGEST is off on production servers (enable-debug-command no).
+        return None, ""
+
     def digest(self) -> str:
-        return self._call("read keys for the digest", partial(_digest_server, self._client))
+        """A snapshot of the live server (over replication, as a backup takes it) loaded into
+        a temporary server and digested there: never a debugging command on the live one."""
+        with tempfile.TemporaryDirectory(prefix="rpger-redis-digest-") as tmp_dir:
+            rdb = Path(tmp_dir) / DUMP_FILE
+            fetch_rdb(self._address(), rdb, no_progress, max(self.settings.redis_socket_timeout, 30.0))
+            with _loaded(rdb, no_progress, check_rdb_header(rdb)) as tmp:
+                return self._call("digest the snapshot", partial(_digest_loaded, tmp, self.stack_dbs))
 
     @staticmethod
     def digest_dump(src: Path) -> str:
@@ -233,31 +282,31 @@ class RedisEngine:
         meta = _read_sidecar(src)
         rdb = _checked_rdb(src, meta)
         with _loaded(rdb, no_progress, check_rdb_header(rdb)) as tmp:
-            clients: dict[int, redis.Redis] = {}
-            try:
-                return _digest_server(lambda db: clients.setdefault(db, tmp.client(db)))
-            finally:
-                for client in clients.values():
-                    client.close()
+            return _digest_loaded(tmp, meta["stack_dbs"])
 
     # --- marker and locks ------------------------------------------------------
     def read_marker(self) -> StackMarker | None:
-        raw = self._call("read the stack marker", lambda: self._client().get(MARKER_KEY))
-        if raw is None:
-            return None
-        try:
-            return StackMarker.from_dict(json.loads(raw))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise EngineError(f"stack marker {MARKER_KEY.decode()} in db0 is malformed") from exc
+        for db in (self.stack_db, 0):  # then where 0.1 kept it
+            raw = self._call("read the stack marker", lambda db=db: self._client(db).get(MARKER_KEY))  # type: ignore[misc]
+            if raw is None:
+                continue
+            try:
+                return StackMarker.from_dict(json.loads(raw))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise EngineError(f"stack marker {MARKER_KEY.decode()} in db{db} is malformed") from exc
+        return None
 
     def write_marker(self, marker: StackMarker) -> None:
-        self._call("write the stack marker", lambda: self._client().set(MARKER_KEY, json.dumps(marker.as_dict())))
+        self._call("write the stack marker",
+                   lambda: self._client(self.stack_db).set(MARKER_KEY, json.dumps(marker.as_dict())))
+        if self.stack_db != 0:
+            self._call("remove the 0.1 stack marker", lambda: self._client(0).delete(MARKER_KEY))
 
     def acquire_lock(self, name: str, owner: str, ttl_s: float) -> bool:
         """Take the lock, or refresh its TTL when `owner` already holds it."""
         key = LOCK_PREFIX + name.encode()
         ttl_ms = max(1, int(ttl_s * 1000))
-        client = self._client()
+        client = self._client(self.stack_db)
         if self._call("take a lock", lambda: client.set(key, owner, nx=True, px=ttl_ms)):
             return True
         # Held: ours again (a refresh) or someone else's (until it expires).
@@ -265,7 +314,7 @@ class RedisEngine:
 
     def release_lock(self, name: str, owner: str) -> None:
         key = LOCK_PREFIX + name.encode()
-        self._call("release a lock", lambda: self._client().eval(_RELEASE_LUA, 1, key, owner))
+        self._call("release a lock", lambda: self._client(self.stack_db).eval(_RELEASE_LUA, 1, key, owner))
 
     # --- dump ------------------------------------------------------------------
     def _address(self) -> RedisAddress:
@@ -281,29 +330,49 @@ class RedisEngine:
         timeout = max(self.settings.redis_socket_timeout, 30.0)
         sync = fetch_rdb(self._address(), rdb, progress, timeout)
         rdb_version = check_rdb_header(rdb)
-        progress("counting the snapshot's keys", 0, None)
-        with _loaded(rdb, progress, rdb_version) as tmp, closing(tmp.client()) as tmp_db0:
-            totals = _totals(tmp_db0)
-            stack_keys = {"db0": _stack_key_count(tmp_db0)}
+        progress("counting and digesting the snapshot's keys", 0, None)
+        # One load of the snapshot gives both its counts and its digest.
+        with _loaded(rdb, progress, rdb_version) as tmp:
+            clients: dict[int, redis.Redis] = {}
+            try:
+                client_for_db = lambda db: clients.setdefault(db, tmp.client(db))  # noqa: E731
+                totals = _totals(client_for_db(0))
+                stack_keys = _stack_keys(client_for_db, self.stack_dbs)
+            finally:
+                for c in clients.values():
+                    c.close()
+            digest = _digest_loaded(tmp, self.stack_dbs)
         counts = _without(totals, stack_keys)
-        _write_sidecar(dest, sync.bytes, rdb_version, stack_keys)
+        _write_sidecar(dest, sync.bytes, rdb_version, stack_keys, self.stack_dbs, totals)
         if had_data and not counts:
             raise EngineError("the Redis snapshot came out empty although the server holds data")
         notes = [f"RDB format {rdb_version}, {'diskless' if sync.diskless else 'disk-based'} transfer"]
         progress("snapshot complete", sync.bytes, sync.bytes)
         return DumpResult(
             counts=counts, files=[DUMP_FILE, SIDECAR], bytes_written=sync.bytes, point_in_time=True,
-            server_version=version, notes=notes,
+            server_version=version, digest=digest, notes=notes,
             extra={"rdb_version": rdb_version, "source_dbsize": source_sizes,
                    "replication_id": sync.replid, "replication_offset": sync.offset},
         )
 
     @staticmethod
     def count_dump(src: Path) -> dict[str, int]:
+        """Validated by the RDB checker (every record parsed, CRC64 checked) without a
+        server: the keys it reads must be those the dump counted per db. Dumps of
+        rpger-ops 0.1 (no per-db counts beside them) are loaded and counted instead."""
         meta = _read_sidecar(src)
         rdb = _checked_rdb(src, meta)
-        with _loaded(rdb, no_progress, check_rdb_header(rdb)) as tmp, closing(tmp.client()) as tmp_db0:
-            return _without(_totals(tmp_db0), meta["stack_keys"])
+        version = check_rdb_header(rdb)
+        if meta["keys"] is not None:
+            try:
+                read = check_rdb(rdb)
+            except TempServerError as exc:
+                raise EngineError(f"{exc} (the dump is RDB format {version})") from None
+            if read != sum(meta["keys"].values()):
+                raise EngineError(f"{DUMP_FILE} holds {read} keys, the dump counted {sum(meta['keys'].values())}")
+            return _without(meta["keys"], meta["stack_keys"])
+        with _loaded(rdb, no_progress, version) as tmp, closing(tmp.client()) as tmp_db0:
+            return _without(_totals(tmp_db0), meta["stack_keys"])  # stack keys counted when the dump was fresh
 
     # --- restore ---------------------------------------------------------------
     def restore(self, src: Path, progress: Progress = no_progress) -> RestoreResult:
@@ -320,7 +389,8 @@ class RedisEngine:
             total = sum(loaded.values())
             done = 0
             for namespace, in_dump in loaded.items():
-                restored = self._replay_db(tmp, _db_index(namespace), progress, done, total)
+                db = _db_index(namespace)
+                restored = self._replay_db(tmp, db, progress, done, total, _skip_in(db, meta["stack_dbs"]))
                 done += in_dump
                 if restored:
                     counts[namespace] = restored
@@ -332,7 +402,8 @@ class RedisEngine:
         progress("restore complete", done, total)
         return RestoreResult(counts=counts, seconds=time.monotonic() - started, notes=notes)
 
-    def _replay_db(self, tmp: TempRedis, db: int, progress: Progress, done: int, total: int) -> int:
+    def _replay_db(self, tmp: TempRedis, db: int, progress: Progress, done: int, total: int,
+                   skip: Callable[[bytes], bool]) -> int:
         """Copy one db from the temporary server; returns how many keys were restored.
 
         A reader thread pulls DUMP payloads from the temporary server while this
@@ -343,7 +414,7 @@ class RedisEngine:
 
         def read() -> None:
             try:
-                for batch in _dump_batches(source, db, stop):
+                for batch in _dump_batches(source, skip, stop):
                     batches.put(batch)
                 batches.put(None)
             except BaseException as exc:  # handed to the writer, which raises it
@@ -391,7 +462,7 @@ class RedisEngine:
     def wipe(self) -> None:
         for db in self._keyspace():
             client = self._client(db)
-            if db == 0:  # db0 holds the marker and locks
+            if db in self.stack_dbs:  # marker and locks stay
                 self._call("delete keys in db0", partial(_unlink_data, client))
             else:
                 # ASYNC: the keys are gone at once, their memory is freed in the background.
@@ -411,7 +482,8 @@ class RedisEngine:
                 engine.close()
 
 
-def _dump_batches(source: redis.Redis, db: int, stop: threading.Event) -> Iterator[list[tuple[bytes, bytes, int]]]:
+def _dump_batches(source: redis.Redis, skip: Callable[[bytes], bool],
+                  stop: threading.Event) -> Iterator[list[tuple[bytes, bytes, int]]]:
     """(key, DUMP payload, absolute expiry ms or -1) in batches; skips stack state and
     keys that expired meanwhile (the temporary server reports them missing)."""
     keys: list[bytes] = []
@@ -430,7 +502,7 @@ def _dump_batches(source: redis.Redis, db: int, stop: threading.Event) -> Iterat
     for key in source.scan_iter(count=RESTORE_BATCH):
         if stop.is_set():
             return
-        if db == 0 and is_stack_state(key):
+        if skip(key):
             continue
         keys.append(key)
         if len(keys) >= RESTORE_BATCH:

@@ -1,9 +1,20 @@
 """What a migration is, the ordered registry of them, and what they receive.
 
-A migration is a module with `VERSION: int`, `NAME: str`, `up(ctx)` and
-optionally `down(ctx)`. Its checksum is the sha256 of the module's source
-file, so editing an applied migration is detected (drift) instead of
-silently diverging between stacks.
+A migration is a module with `VERSION: int`, `NAME: str` and one step per
+database it changes: `up_mongo(ctx)`, `up_redis(ctx)`, `up_chroma(ctx)`, each
+optionally with its `down_<db>(ctx)`. Steps are applied, recorded and
+reverted per database (each database keeps its own ledger in its stack
+marker), so restoring only Redis runs only Redis's pending steps.
+
+A module with a plain `up(ctx)` (and `down(ctx)`) is a *combined* migration:
+it needs every database of `DATABASES` (default: all three) at once, e.g. to
+move data between them, and runs only when all of them are migrated together.
+
+Its checksum is the sha256 of the module's source file, so editing an applied
+migration is detected (drift) instead of silently diverging between stacks.
+`FORMER_CHECKSUMS` lists earlier sources of the same migration that mean the
+same (a refactor reviewed as such); ledgers recorded with one of them are
+accepted and re-recorded with the current checksum.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from rpger_ops.engines.base import Progress, no_progress
+from rpger_ops.engines.base import ENGINE_NAMES, EngineName, Progress, no_progress
 
 if TYPE_CHECKING:
     import chromadb.api
@@ -35,29 +46,55 @@ class RegistryError(Exception):
 
 
 @dataclass(frozen=True)
+class Step:
+    up: MigrationStep
+    down: MigrationStep | None
+
+
+@dataclass(frozen=True)
 class Migration:
     version: int
     name: str
-    up: MigrationStep
-    down: MigrationStep | None
+    steps: dict[EngineName, Step]  # one per database it changes (combined: the same step for each)
     checksum: str
+    combined: bool = False  # one step across all of `databases`, run only with all of them at once
+    former_checksums: frozenset[str] = frozenset()
     source: str = ""  # where it came from, for messages
 
     @property
     def label(self) -> str:
         return f"{self.version:04d} {self.name}"
 
+    @property
+    def databases(self) -> tuple[EngineName, ...]:
+        return tuple(db for db in ENGINE_NAMES if db in self.steps)
+
+    def accepts(self, checksum: str) -> bool:
+        return checksum == self.checksum or checksum in self.former_checksums
+
     @classmethod
     def from_module(cls, module: ModuleType) -> Migration:
         where = getattr(module, "__file__", None) or module.__name__
         try:
-            version, name, up = module.VERSION, module.NAME, module.up
+            version, name = module.VERSION, module.NAME
         except AttributeError as exc:
-            raise RegistryError(f"{where}: a migration needs VERSION, NAME and up(ctx) ({exc})") from None
+            raise RegistryError(f"{where}: a migration needs VERSION and NAME ({exc})") from None
         if not isinstance(version, int) or version < 1:
             raise RegistryError(f"{where}: VERSION must be a positive int, got {version!r}")
-        return cls(version=version, name=str(name), up=up, down=getattr(module, "down", None),
-                   checksum=module_checksum(module), source=str(where))
+        steps = {db: Step(getattr(module, f"up_{db}"), getattr(module, f"down_{db}", None))
+                 for db in ENGINE_NAMES if hasattr(module, f"up_{db}")}
+        combined = not steps
+        if combined:
+            if not hasattr(module, "up"):
+                raise RegistryError(f"{where}: a migration needs up_<db>(ctx) steps (or a combined up(ctx))")
+            databases = tuple(getattr(module, "DATABASES", ENGINE_NAMES))
+            unknown = sorted(set(databases) - set(ENGINE_NAMES))
+            if unknown or not databases:
+                raise RegistryError(f"{where}: DATABASES must name some of {', '.join(ENGINE_NAMES)}, got {databases}")
+            step = Step(module.up, getattr(module, "down", None))
+            steps = {db: step for db in ENGINE_NAMES if db in databases}
+        return cls(version=version, name=str(name), steps=steps, checksum=module_checksum(module), combined=combined,
+                   former_checksums=frozenset(getattr(module, "FORMER_CHECKSUMS", ())), source=str(where))
 
 
 def module_checksum(module: ModuleType) -> str:
@@ -104,6 +141,7 @@ class MigrationContext:
     """What a migration's `up`/`down` receive. Clients are opened on first use."""
 
     settings: Settings
+    database: EngineName | None = None  # the database of the step being run (None: a combined migration)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("rpger_ops.migrations"))
     progress: Progress = no_progress
     notes: list[str] = field(default_factory=list)  # shown in the run report, e.g. "validators not supported"

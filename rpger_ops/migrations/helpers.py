@@ -145,12 +145,34 @@ def drop_index_if_exists(ctx: MigrationContext, collection: str, name: str) -> b
     return True
 
 
+# 0.4-style index settings in Chroma collection metadata (`hnsw:space`, `hnsw:M`, ...).
+CHROMA_INDEX_PREFIX = "hnsw:"
+
+
 def merge_chroma_metadata(ctx: MigrationContext, collection: str, changes: dict[str, Any],
                           remove: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Update a Chroma collection's metadata, keeping keys not mentioned; returns the new metadata."""
+    """Update a Chroma collection's metadata, keeping keys not mentioned; returns the new metadata.
+
+    Index settings written as metadata (`hnsw:space` and the other `hnsw:*` keys, as the
+    0.4 client wrote them) are never changed or removed: Chroma fixes a collection's
+    distance and index parameters when it is created, and a changed `hnsw:space` would
+    only make the metadata lie about it. Asking to change one is reported as a note, not
+    a failure. The stock client refuses any `modify` whose metadata carries `hnsw:space`,
+    even unchanged, so such collections get their metadata through the server API.
+    """
+    from rpger_ops.engines.chroma import modify_collection_metadata
+
     coll = ctx.chroma.get_collection(collection, embedding_function=None)  # type: ignore[arg-type]
-    metadata = {k: v for k, v in (coll.metadata or {}).items() if k not in remove}
-    metadata.update(changes)
-    if metadata != (coll.metadata or {}):
-        coll.modify(metadata=metadata)
+    current = dict(coll.metadata or {})
+    for key in sorted({*changes, *remove}):
+        if not key.startswith(CHROMA_INDEX_PREFIX):
+            continue
+        wanted = "removed" if key in remove else repr(changes[key])
+        if (key in remove and key in current) or (key in changes and changes[key] != current.get(key)):
+            ctx.note(f"chroma {collection}: {key} kept at {current.get(key)!r} (wanted {wanted}): a collection's "
+                     "distance and index settings can't change once it is created; re-create it to change them")
+    metadata = {k: v for k, v in current.items() if k not in remove or k.startswith(CHROMA_INDEX_PREFIX)}
+    metadata.update({k: v for k, v in changes.items() if not k.startswith(CHROMA_INDEX_PREFIX)})
+    if metadata != current:
+        modify_collection_metadata(ctx.chroma, coll, metadata)
     return metadata

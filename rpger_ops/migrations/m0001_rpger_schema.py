@@ -1,10 +1,10 @@
 """The RPGer schema as the app creates it (shared/rpger-client.md).
 
-MongoDB: the app's collections with their indexes (unique ones included) and
-`$jsonSchema` validators where the server supports them (FerretDB does not:
-reported as a note, not a failure). Chroma: the six embedding collections,
-cosine distance, RPGer metadata. Redis: key-schema version 1 is recorded in
-the stack marker by the runner; the keys themselves need no setup.
+One step per database. MongoDB: the app's collections with their indexes
+(unique ones included) and `$jsonSchema` validators where the server supports
+them (FerretDB does not: reported as a note, not a failure). Chroma: the six
+embedding collections, cosine distance, RPGer metadata. Redis: key-schema
+version 1 is recorded in its ledger; the keys themselves need no setup.
 
 Idempotent on existing data: existing collections keep their documents,
 existing indexes with the same keys are left alone, existing Chroma
@@ -12,6 +12,9 @@ collections keep their records and get missing metadata keys added.
 
 The definitions are written out here rather than imported, so that what
 version 1 means can only change together with this file's checksum.
+
+FORMER_CHECKSUMS: the 0.1 file, with one combined `up`/`down`; this file
+splits the same work into per-database steps.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from rpger_ops.migrations.helpers import ensure_indexes, merge_chroma_metadata
 
 VERSION = 1
 NAME = "rpger_schema"
+FORMER_CHECKSUMS = ("475c7c420ba4bc072dffd7bfc5bf73c73507bce82bea13f12e98b713e1463d9f",)
 
 # collection -> [(keys, unique)]
 MONGO_INDEXES: dict[str, list[tuple[list[tuple[str, int]], bool]]] = {
@@ -70,12 +74,23 @@ def chroma_metadata(collection: str) -> dict[str, Any]:
     return {"rpger_entity": collection, "dimension": EMBEDDING_DIM, "schema": "rpger-1"}
 
 
-def up(ctx: MigrationContext) -> None:
+def up_mongo(ctx: MigrationContext) -> None:
     _mongo_collections(ctx)
+
+
+def up_chroma(ctx: MigrationContext) -> None:
     _chroma_collections(ctx)
 
 
-def down(ctx: MigrationContext) -> None:
+def up_redis(ctx: MigrationContext) -> None:
+    """Key schema 1: RPGer's keys need no setup; the ledger records the version."""
+
+
+def down_redis(ctx: MigrationContext) -> None:
+    """Nothing to undo."""
+
+
+def down_mongo(ctx: MigrationContext) -> None:
     """Version 0 is "no schema": drop only what is still empty, never user data."""
     db = ctx.mongo
     for name in MONGO_INDEXES:
@@ -83,6 +98,10 @@ def down(ctx: MigrationContext) -> None:
             db.drop_collection(name)
         elif name in db.list_collection_names():
             ctx.note(f"mongo {name}: kept (holds documents)")
+
+
+def down_chroma(ctx: MigrationContext) -> None:
+    """Drop only what is still empty, never user data."""
     for name in CHROMA_COLLECTIONS:
         existing = {c.name for c in ctx.chroma.list_collections()}
         if name not in existing:

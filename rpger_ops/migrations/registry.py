@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from rpger_ops.migrations import m0001_rpger_schema
+from rpger_ops.migrations import m0001_rpger_schema, m0002_rpger_ownership
 from rpger_ops.migrations.base import Registry
 
 MIGRATIONS: list[ModuleType] = [
     m0001_rpger_schema,
+    m0002_rpger_ownership,
 ]
 
 

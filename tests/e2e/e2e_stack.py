@@ -30,15 +30,20 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = REPO / "compose"
 COMPOSE_FILE = COMPOSE_DIR / "compose.yaml"
 PORTS_FILE = COMPOSE_DIR / "compose.ports.yaml"
+LAUNCHER_FILE = COMPOSE_DIR / "compose.docker-launcher.yaml"
 E2E_FILE = Path(__file__).resolve().with_name("compose.e2e.yaml")
+SETUP_VOLUMES = COMPOSE_DIR / "setup-volumes.sh"
 
 # Stand-ins built by tools/podman/build-images.sh; each can be overridden.
 IMAGES = {
     name: os.environ.get(name, default)
     for name, default in {
         "RPGER_MONGO_IMAGE": "localhost/rpger-ferretdb-standin:1",
-        "RPGER_REDIS_IMAGE": "localhost/rpger-valkey-standin:8.1",
-        "RPGER_CHROMA_IMAGE": "localhost/rpger-chroma-standin:1.5.9",
+        # The stack's derived images (compose/images/*) built on the stand-ins.
+        "RPGER_REDIS_IMAGE": "localhost/rpger-valkey:e2e",
+        "RPGER_CHROMA_IMAGE": "localhost/rpger-chroma:e2e",
+        "RPGER_ADMIN_PROXY_IMAGE": "localhost/rpger-admin-proxy:e2e",
+        "RPGER_SOCKET_PROXY_IMAGE": "localhost/rpger-socket-proxy-standin:1.13.1",
         "RPGER_MINIO_IMAGE": "localhost/rpger-minio-standin:1",
         "RPGER_OPS_IMAGE": "localhost/rpger-ops:e2e",
     }.items()
@@ -49,16 +54,25 @@ CONTAINERS = {
     "mongodb": "rpger-mongodb",
     "redis": "rpger-redis",
     "chroma": "rpger-chroma",
+    "chroma-init": "rpger-chroma-init",
     "minio": "rpger-e2e-minio",
+    "sink": "rpger-e2e-sink",
     "preseed": "rpger-preseed",
     "dagster-code": "rpger-dagster-code",
     "dagster-webserver": "rpger-dagster-webserver",
     "dagster-daemon": "rpger-dagster-daemon",
+    "dagster-admin": "rpger-dagster-admin",
+    "admin-proxy": "rpger-admin-proxy",
+    "docker-socket-proxy": "rpger-docker-socket-proxy",
 }
 DB_VOLUMES = ("rpger-mongodb-data", "rpger-redis-data", "rpger-chroma-data")
-ALL_VOLUMES = (*DB_VOLUMES, "rpger-backups", "rpger-dagster-home", "rpger-e2e-minio-data")
+# Every volume of the shipped stack is external (created by setup-volumes.sh).
+STACK_VOLUMES = (*DB_VOLUMES, "rpger-backups", "rpger-dagster-home")
+MINIO_VOLUME = "rpger-e2e-minio-data"
+ALL_VOLUMES = (*STACK_VOLUMES, MINIO_VOLUME)
 DB_PORTS = {"mongodb": 27017, "redis": 6379, "chroma": 8000}
 DAGSTER_PORT = int(os.environ.get("RPGER_DAGSTER_PORT", "3000"))
+ADMIN_PORT = int(os.environ.get("RPGER_DAGSTER_ADMIN_PORT", "3001"))
 
 
 def log(msg: str) -> None:
@@ -112,25 +126,29 @@ class Stack:
         self.env.update(IMAGES)
         self.env["RPGER_SECRETS_DIR"] = str(secrets_dir)
 
-    def files(self, ports: bool) -> list[str]:
+    def files(self, ports: bool, launcher: bool = False) -> list[str]:
         files = ["-f", str(COMPOSE_FILE)]
         if ports:
             files += ["-f", str(PORTS_FILE)]
+        if launcher:
+            files += ["-f", str(LAUNCHER_FILE)]
         return [*files, "-f", str(E2E_FILE)]
 
-    def compose(self, *args: str, ports: bool = False, check: bool = True,
-                timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        cmd = ["podman-compose", "--env-file", str(self.env_file), *self.files(ports), *args]
-        return run(cmd, env=self.env, check=check, timeout=timeout, cwd=COMPOSE_DIR)
+    def compose(self, *args: str, ports: bool = False, launcher: bool = False, check: bool = True,
+                timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = ["podman-compose", "--env-file", str(self.env_file), "--profile", "admin",
+               *self.files(ports, launcher), *args]
+        return run(cmd, env={**self.env, **(env or {})}, check=check, timeout=timeout, cwd=COMPOSE_DIR)
 
-    def up(self, *services: str, ports: bool = False) -> None:
-        self.compose("up", "-d", "--no-build", "--no-deps", *services, ports=ports)
+    def up(self, *services: str, ports: bool = False, launcher: bool = False,
+           env: dict[str, str] | None = None) -> None:
+        self.compose("up", "-d", "--no-build", "--no-deps", *services, ports=ports, launcher=launcher, env=env)
 
     def down(self, volumes: bool = False) -> None:
         args = ["down", "-t", "20"]
         if volumes:
             args.append("-v")
-        self.compose(*args, ports=True, check=False)
+        self.compose(*args, ports=True, launcher=True, check=False)
         # Whatever podman-compose left behind (e.g. a one-shot that exited).
         for name in CONTAINERS.values():
             podman("rm", "-f", "-t", "5", name, check=False)
@@ -173,6 +191,11 @@ class Stack:
                 time.sleep(2)
         return took
 
+    def health(self, service: str) -> str:
+        """Run the service's healthcheck once; "healthy" or "unhealthy" (podman's words)."""
+        p = podman("healthcheck", "run", CONTAINERS[service], check=False, timeout=120)
+        return "healthy" if p.returncode == 0 else "unhealthy"
+
     def wait_exit(self, service: str, timeout: float = 600) -> int:
         name = CONTAINERS[service]
         p = podman("wait", name, timeout=timeout)
@@ -192,6 +215,76 @@ class Stack:
     def python(self, service: str, code: str, timeout: float = 900) -> str:
         """Run Python (from stdin, never argv-visible secrets) in an ops container."""
         return self.exec(service, "python3", "-", input=code, timeout=timeout).stdout
+
+
+def create_volumes(env: dict[str, str] | None = None) -> str:
+    """What an operator does once: compose/setup-volumes.sh (called by
+    setup-secrets.sh), plus the e2e's own external MinIO volume."""
+    out = run(["bash", str(SETUP_VOLUMES)], env={**os.environ, **(env or {})}).stdout
+    if podman("volume", "inspect", MINIO_VOLUME, check=False).returncode != 0:
+        podman("volume", "create", MINIO_VOLUME)
+    return out
+
+
+def remove_volumes(names: Sequence[str]) -> None:
+    for v in names:
+        podman("volume", "rm", "-f", v, check=False)
+
+
+def volume_names() -> set[str]:
+    return set(podman("volume", "ls", "--format", "{{.Name}}").stdout.split())
+
+
+def graphql(port: int, query: str, variables: dict | None = None, auth: tuple[str, str] | None = None,
+            timeout: float = 30) -> tuple[int, dict]:
+    """POST a GraphQL request to a webserver on 127.0.0.1; (HTTP status, JSON or {})."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"query": query, "variables": variables or {}}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw or b"{}")
+        except ValueError:
+            return exc.code, {}
+
+
+def sink_records() -> list[dict]:
+    """Requests the e2e sink received (alert webhook POSTs, heartbeat GETs): its whole log."""
+    p = podman("logs", CONTAINERS["sink"], check=False)
+    out = []
+    for line in (p.stdout + p.stderr).splitlines():
+        line = line.strip()
+        if line.startswith("{") and '"sink"' in line:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("body", "").startswith("{"):
+                rec["json"] = json.loads(rec["body"])
+            out.append(rec)
+    return out
+
+
+def listening_tcp_ports(container: str) -> list[int]:
+    """Ports with a TCP socket in LISTEN state inside a container (/proc/net/tcp{,6})."""
+    p = podman("exec", container, "cat", "/proc/net/tcp", "/proc/net/tcp6", check=False)
+    ports = set()
+    for line in p.stdout.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) > 3 and parts[3] == "0A":  # TCP_LISTEN
+            ports.add(int(parts[1].rsplit(":", 1)[1], 16))
+    return sorted(ports)
 
 
 def port_answers(host: str, port: int, timeout: float = 2.0) -> bool:

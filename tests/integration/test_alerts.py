@@ -14,9 +14,10 @@ import dagster as dg
 import pytest
 
 from rpger_ops.alerts import Alerter
-from rpger_ops.catalog import VERIFIED, Catalog, new_set_id
 from rpger_ops.defs import monitoring as mon
+from rpger_ops.sets import BackupSet, DatabaseEntry, EntryStatus, new_set_id
 from rpger_ops.settings import Settings, load_settings
+from rpger_ops.store import LocalStore
 
 
 class Receiver:
@@ -58,12 +59,11 @@ def cfg(tmp_path: Path, receiver: Receiver) -> Settings:
 
 def add_verified_set(settings: Settings, when: datetime, counts: dict[str, int], size: int) -> str:
     """A catalogue entry as the backup pipeline leaves it (files are not needed here)."""
-    catalog = Catalog(settings.backup_dir)
-    set_id = new_set_id(when)
-    catalog.create_set(set_id, kind="scheduled")
-    for db in ("mongo", "redis", "chroma"):
-        catalog.update_database(set_id, db, status=VERIFIED, counts=counts, archive_bytes=size)
-    return set_id
+    entries = {db: DatabaseEntry(status=EntryStatus.VERIFIED, counts=counts, archive_bytes=size)
+               for db in ("mongo", "redis", "chroma")}
+    backup_set = BackupSet(set_id=new_set_id(when), planned=list(entries), databases=entries)  # type: ignore[arg-type]
+    LocalStore(settings.backup_dir).write(backup_set)
+    return backup_set.set_id
 
 
 def test_stale_backup_alerts_once_and_recovers_once(cfg: Settings, receiver: Receiver) -> None:
@@ -106,9 +106,18 @@ def test_monitoring_sensor_reports_check_evaluations(cfg: Settings, receiver: Re
     with dg.build_sensor_context(resources={"stack": mon.StackResource()}) as ctx:
         result = mon.monitoring_sensor(ctx)
     assert isinstance(result, dg.SensorResult)
-    evaluations = {e.check_name: e.passed for e in result.asset_events}  # type: ignore[union-attr]
-    assert evaluations == {"local_backup_fresh": True, "offsite_backup_fresh": True, "newest_set_not_shrunk": True}
-    assert receiver.bodies == []
+    evaluations = {e.check_name: e.passed for e in result.asset_events  # type: ignore[union-attr]
+                   if isinstance(e, dg.AssetCheckEvaluation)}
+    # No off-site store in `cfg`: everything passes but the off-site warning.
+    assert evaluations == {"local_backup_fresh": True, "offsite_backup_fresh": True, "newest_set_not_shrunk": True,
+                           "offsite_configured": False}
+    assert receiver.events() == [("alert", "offsite:not_configured")]
+    assert receiver.bodies[0]["severity"] == "warning"
+    # The catalogue's size is observed with them: sets, stored bytes, dedup ratio.
+    (observation,) = [e for e in result.asset_events if isinstance(e, dg.AssetObservation)]
+    assert observation.asset_key == dg.AssetKey(["backups", "catalog"])
+    meta = {k: v.value for k, v in observation.metadata.items()}
+    assert meta["local_sets"] == 1 and "local_dedup_ratio" in meta and "local_stored_bytes" in meta
 
 
 def _failure_context(instance: dg.DagsterInstance, result: Any) -> Any:
@@ -158,3 +167,28 @@ def test_undeliverable_webhook_does_not_leak_url_or_flood(tmp_path: Path, caplog
     assert alerter.raise_incident("down:redis", "redis is down") is False
     assert "SECRET-TOKEN-123" not in caplog.text and "delivery failed" in caplog.text
     assert list(alerter.open_incidents()) == ["down:redis"]
+
+
+def test_offsite_not_configured_warns_once_a_day_and_recovers(cfg: Settings, receiver: Receiver,
+                                                              tmp_path: Path) -> None:
+    alerter = Alerter(cfg)
+    t0 = datetime.now(UTC)
+    # The sensor ticks every 5 minutes: one WARN per day, not one per tick.
+    for minutes in (0, 5, 10, 23 * 60):
+        assert alerter.remind("offsite:not_configured", "no off-site", now=t0 + timedelta(minutes=minutes)) \
+            is (minutes == 0)
+    assert alerter.remind("offsite:not_configured", "no off-site", now=t0 + timedelta(hours=24, minutes=1))
+    assert receiver.events() == [("alert", "offsite:not_configured")] * 2
+    assert {b["severity"] for b in receiver.bodies} == {"warning"}
+    assert receiver.bodies[0]["text"].startswith("[rpger-dbstack alert-test] WARNING:")
+
+    assert not mon.remind_offsite(cfg).ok  # within the day: no third message
+    assert len(receiver.bodies) == 2
+    configured = load_settings(_env_file=None, RPGER_BACKUP_DIR=str(cfg.backup_dir),
+                               RPGER_ALERT_WEBHOOK_URL=receiver.url, RPGER_STACK_ID="alert-test",
+                               RPGER_S3_ENDPOINT="127.0.0.1:9", RPGER_S3_ACCESS_KEY="k" * 20,
+                               RPGER_S3_SECRET_KEY="s" * 20)
+    assert mon.remind_offsite(configured).ok
+    assert mon.remind_offsite(configured).ok
+    assert receiver.events()[-1] == ("recovery", "offsite:not_configured")
+    assert len(receiver.bodies) == 3

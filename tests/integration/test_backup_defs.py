@@ -12,11 +12,11 @@ import dagster as dg
 import pytest
 
 from rpger_ops import testdata
-from rpger_ops.catalog import VERIFIED, Catalog
 from rpger_ops.definitions import defs
 from rpger_ops.defs.partitions import BACKUP_SETS_PARTITION
 from rpger_ops.engines.base import ENGINE_NAMES
 from rpger_ops.settings import Settings
+from rpger_ops.store import LocalStore
 from tests.integration.backup_support import check_evaluations, export_settings, settings_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,13 +67,12 @@ def test_offsite_disabled_is_recorded_not_pretended(settings: Settings, monkeypa
     instance = dg.DagsterInstance.ephemeral()
     result = defs.resolve_job_def("backup_all").execute_in_process(instance=instance)
     assert result.success
-    set_id = result.output_for_node("back_up_new_set")
-    manifest = Catalog(settings.backup_dir).read(set_id)
-    chains_run = next(r for r in instance.get_runs() if r.tags.get("rpger/parent_run_id") == result.run_id)
-    checks = check_evaluations(instance, chains_run.run_id)
+    set_id = result.output_for_node("close_set")
+    backup_set = LocalStore(settings.backup_dir).read(set_id)
+    checks = check_evaluations(instance, result.run_id)
     for db in ENGINE_NAMES:
-        assert manifest["databases"][db]["status"] == VERIFIED
-        assert not manifest["databases"][db].get("offsite")
+        assert backup_set.databases[db].verified
+        assert backup_set.databases[db].offsite is None
         event = instance.get_latest_materialization_event(dg.AssetKey([db, "offsite"]))
         assert event is not None and event.asset_materialization is not None
         meta = event.asset_materialization.metadata
@@ -96,8 +95,8 @@ def test_backup_all_from_the_dagster_command_line(settings: Settings, tmp_path: 
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-3000:]
     assert "RUN_SUCCESS" in output
-    (set_id,) = Catalog(settings.backup_dir).set_ids()
-    assert Catalog.is_verified(Catalog(settings.backup_dir).read(set_id), ENGINE_NAMES)
+    (set_id,) = LocalStore(settings.backup_dir).set_ids()
+    assert LocalStore(settings.backup_dir).read(set_id).complete
     # The set is a registered partition of the persistent instance.
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     with dg.DagsterInstance.get() as instance:

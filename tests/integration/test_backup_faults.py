@@ -13,14 +13,25 @@ import dagster as dg
 import pytest
 
 from rpger_ops import devservers, testdata
-from rpger_ops.backup import BackupError, check_archive, take_backup_set
-from rpger_ops.catalog import FAILED, VERIFIED, Catalog
 from rpger_ops.definitions import defs
 from rpger_ops.defs.partitions import BACKUP_SETS_PARTITION
 from rpger_ops.engines.base import ENGINE_NAMES
+from rpger_ops.pipeline import BackupPipeline
+from rpger_ops.sets import BackupSet, EntryStatus, SetKind, choose_latest
 from rpger_ops.settings import Settings
+from rpger_ops.store import LocalStore, read_sets
 from tests.conftest import Endpoint, make_settings
-from tests.integration.backup_support import check_evaluations, export_settings, s3_object_sha256
+from tests.integration.backup_support import (
+    check_evaluations,
+    damage_stored_dump,
+    export_settings,
+    offsite_matches,
+    stored_dump_exists,
+)
+
+
+def _latest(settings: Settings, dbs: list[str]) -> str | None:
+    return choose_latest(read_sets(LocalStore(settings.backup_dir)), dbs).set_id
 
 
 def _assert_no_leftovers(settings: Settings) -> None:
@@ -37,15 +48,16 @@ def test_redis_killed_mid_backup_leaves_no_usable_set(settings: Settings, redis_
         if message.startswith("redis: dumping"):
             redis_endpoint.server.kill()  # type: ignore[union-attr]
 
-    with pytest.raises(BackupError, match="redis dump failed") as info:
-        take_backup_set(settings, dbs=("mongo", "redis"), offsite=False, progress=kill_redis_when_its_dump_starts)
-    catalog = Catalog(settings.backup_dir)
-    manifest = catalog.read(str(info.value.set_id))
-    assert manifest["databases"]["redis"]["status"] == FAILED
-    assert not catalog.archive_path(manifest["set_id"], "redis").exists()
-    assert manifest["databases"]["mongo"]["status"] == VERIFIED  # the healthy database is still backed up
-    assert catalog.latest_verified(["mongo", "redis"]) is None
-    assert catalog.latest_verified(["redis"]) is None
+    outcome = BackupPipeline(settings).take_set(SetKind.MANUAL, ["mongo", "redis"], offsite=False,
+                                                progress=kill_redis_when_its_dump_starts)
+    assert "redis dump failed" in outcome.failures["redis"] and not outcome.complete
+    store = LocalStore(settings.backup_dir)
+    backup_set = store.read(outcome.set_id)
+    assert backup_set.databases["redis"].status == EntryStatus.FAILED
+    assert not stored_dump_exists(store, outcome.set_id, "redis")
+    assert backup_set.databases["mongo"].verified  # the healthy database is still backed up
+    assert _latest(settings, ["mongo", "redis"]) is None
+    assert _latest(settings, ["redis"]) is None
     _assert_no_leftovers(settings)
 
 
@@ -69,20 +81,22 @@ def test_chroma_killed_between_collections_removes_the_partial_dump(
         if message.startswith("chroma: ") and message.endswith("records)"):  # one collection exported
             own_chroma.server.kill()  # type: ignore[union-attr]
 
-    with pytest.raises(BackupError, match="chroma dump failed") as info:
-        take_backup_set(settings, dbs=("chroma",), offsite=False, progress=kill_after_first_collection)
+    outcome = BackupPipeline(settings).take_set(SetKind.MANUAL, ["chroma"], offsite=False,
+                                                progress=kill_after_first_collection)
+    assert "chroma dump failed" in outcome.failures["chroma"]
     assert any(m.endswith("records)") for m in seen), seen  # the kill really came mid-export
-    catalog = Catalog(settings.backup_dir)
-    assert catalog.read(str(info.value.set_id))["databases"]["chroma"]["status"] == FAILED
-    assert not catalog.archive_path(str(info.value.set_id), "chroma").exists()
-    assert catalog.latest_verified(["chroma"]) is None
+    store = LocalStore(settings.backup_dir)
+    assert store.read(outcome.set_id).databases["chroma"].status == EntryStatus.FAILED
+    assert not stored_dump_exists(store, outcome.set_id, "chroma")
+    assert _latest(settings, ["chroma"]) is None
     _assert_no_leftovers(settings)
 
 
-def _kill_when_dumping(catalog: Catalog, db: str, server: devservers.Server, stop: threading.Event) -> None:
+def _kill_when_dumping(store: LocalStore, db: str, server: devservers.Server, stop: threading.Event) -> None:
     while not stop.is_set():
-        for manifest in catalog.list_sets():
-            if manifest.get("databases", {}).get(db, {}).get("status") == "dumping":
+        for backup_set in read_sets(store):
+            entry = backup_set.entry(db)
+            if entry is not None and entry.status == EntryStatus.DUMPING:
                 server.kill()
                 return
         time.sleep(0.005)
@@ -93,10 +107,10 @@ def test_chroma_killed_mid_backup_fails_the_run(tmp_path: Path, mongo_endpoint: 
     settings = make_settings(tmp_path, mongo_endpoint, redis_endpoint, own_chroma)
     testdata.load_chroma(settings, scale=60)
     export_settings(monkeypatch, settings, tmp_path)
-    catalog = Catalog(settings.backup_dir)
+    store = LocalStore(settings.backup_dir)
     stop = threading.Event()
     assert own_chroma.server is not None
-    killer = threading.Thread(target=_kill_when_dumping, args=(catalog, "chroma", own_chroma.server, stop))
+    killer = threading.Thread(target=_kill_when_dumping, args=(store, "chroma", own_chroma.server, stop))
     killer.start()
     instance = dg.DagsterInstance.ephemeral()
     try:
@@ -105,12 +119,11 @@ def test_chroma_killed_mid_backup_fails_the_run(tmp_path: Path, mongo_endpoint: 
         stop.set()
         killer.join()
     assert not result.success
-    (set_id,) = catalog.set_ids()
-    manifest = catalog.read(set_id)
-    assert manifest["databases"]["chroma"]["status"] == FAILED
-    assert "chroma dump failed" in manifest["databases"]["chroma"]["error"]
-    assert not catalog.archive_path(set_id, "chroma").exists()
-    assert catalog.latest_verified(ENGINE_NAMES) is None
+    (set_id,) = store.set_ids()
+    entry = store.read(set_id).databases["chroma"]
+    assert entry.status == EntryStatus.FAILED and "chroma dump failed" in str(entry.error)
+    assert not stored_dump_exists(store, set_id, "chroma")
+    assert _latest(settings, list(ENGINE_NAMES)) is None
     assert instance.get_latest_materialization_event(dg.AssetKey(["chroma", "archive"])) is None
     _assert_no_leftovers(settings)
 
@@ -127,33 +140,34 @@ def test_corrupted_archive_fails_its_check(settings: Settings, monkeypatch: pyte
                                            tmp_path: Path) -> None:
     testdata.load_mongo(settings, scale=20)
     export_settings(monkeypatch, settings, tmp_path)
-    set_id = take_backup_set(settings, dbs=("mongo",), offsite=False)
-    catalog = Catalog(settings.backup_dir)
+    set_id = BackupPipeline(settings).take_set(SetKind.MANUAL, ["mongo"], offsite=False).set_id
+    store = LocalStore(settings.backup_dir)
     assert _run_checks(set_id) == {
         ("mongo/archive", "sha256"): True, ("mongo/archive", "readable"): True, ("mongo/archive", "counts"): True,
         ("mongo/archive", "not_shrunk"): True}
 
-    path = catalog.archive_path(set_id, "mongo")
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x5A
-    path.write_bytes(bytes(data))
+    damage_stored_dump(store, set_id, "mongo", flip=0x5A)
     checks = _run_checks(set_id)
     assert checks[("mongo/archive", "sha256")] is False
     assert checks[("mongo/archive", "readable")] is False
-    assert catalog.read(set_id)["databases"]["mongo"]["status"] == FAILED
-    assert catalog.latest_verified(["mongo"]) is None
+    # It was verified: a later failure marks it corrupt, and nothing uses it any more.
+    assert store.read(set_id).databases["mongo"].status == EntryStatus.CORRUPT
+    assert _latest(settings, ["mongo"]) is None
     _assert_no_leftovers(settings)
 
 
 def test_counts_check_catches_a_dump_that_lost_items(settings: Settings) -> None:
     testdata.load_mongo(settings, scale=20)
-    set_id = take_backup_set(settings, dbs=("mongo",), offsite=False)
-    catalog = Catalog(settings.backup_dir)
-    counts = catalog.read(set_id)["databases"]["mongo"]["counts"]
-    catalog.update_database(set_id, "mongo", counts={**counts, "monsters": counts["monsters"] + 1})
-    outcomes = {o.name: o.passed for o in check_archive(settings, set_id, "mongo")}
+    pipeline = BackupPipeline(settings, offsite=None)
+    set_id = pipeline.take_set(SetKind.MANUAL, ["mongo"]).set_id
+
+    def lose_one(s: BackupSet) -> None:
+        s.databases["mongo"].counts["monsters"] += 1
+
+    pipeline.local.update(set_id, lose_one)
+    outcomes = {o.name: o.passed for o in pipeline.check(set_id, "mongo")}
     assert outcomes == {"sha256": True, "readable": True, "counts": False}
-    assert catalog.read(set_id)["databases"]["mongo"]["status"] == FAILED
+    assert pipeline.local.read(set_id).databases["mongo"].status == EntryStatus.CORRUPT
 
 
 def test_s3_down_fails_offsite_visibly_and_keeps_the_local_set(
@@ -168,17 +182,17 @@ def test_s3_down_fails_offsite_visibly_and_keeps_the_local_set(
     instance = dg.DagsterInstance.ephemeral()
     result = defs.resolve_job_def("backup_all").execute_in_process(instance=instance, raise_on_error=False)
     assert not result.success
-    catalog = Catalog(settings.backup_dir)
-    (set_id,) = catalog.set_ids()
-    manifest = catalog.read(set_id)
+    store = LocalStore(settings.backup_dir)
+    (set_id,) = store.set_ids()
+    backup_set = store.read(set_id)
     for db in ENGINE_NAMES:
-        entry = manifest["databases"][db]
-        assert entry["status"] == VERIFIED  # the local set is intact and usable
-        assert "off-site copy failed" in entry["offsite_error"]
-        assert not entry.get("offsite")
+        entry = backup_set.databases[db]
+        assert entry.verified  # the local set is intact and usable
+        assert "off-site copy failed" in str(entry.offsite_error)
+        assert entry.offsite is None
         assert instance.get_latest_materialization_event(dg.AssetKey([db, "offsite"])) is None
         assert instance.get_latest_materialization_event(dg.AssetKey([db, "archive"])) is not None
-    assert catalog.latest_verified(ENGINE_NAMES)["set_id"] == set_id  # type: ignore[index]
+    assert _latest(settings, list(ENGINE_NAMES)) == set_id
     failure = result.get_step_failure_events()[0].step_failure_data.user_failure_data
     assert failure is not None and "off-site copy failed" in str(failure.description)
     assert closed.secrets["secret_key"] not in str(failure.description)
@@ -190,8 +204,8 @@ def test_s3_down_fails_offsite_visibly_and_keeps_the_local_set(
         instance=instance, partition_key=set_id,
         asset_selection=[dg.AssetKey([db, "offsite"]) for db in ENGINE_NAMES])
     assert retry.success
-    manifest = catalog.read(set_id)
+    backup_set = store.read(set_id)
     for db in ENGINE_NAMES:
-        entry = manifest["databases"][db]
-        assert entry["offsite"]["sha256"] == entry["sha256"] and entry["offsite_error"] is None
-        assert s3_object_sha256(good, entry["offsite"]["key"]) == entry["sha256"]
+        entry = backup_set.databases[db]
+        assert entry.offsite is not None and entry.offsite.sha256 == entry.sha256 and entry.offsite_error is None
+        assert offsite_matches(good, entry)

@@ -12,12 +12,12 @@ from migrations_support import load
 from restore_support import take_set, wipe
 
 from rpger_ops import migrate, testdata
-from rpger_ops.catalog import Catalog
 from rpger_ops.connect import mongo_client
 from rpger_ops.engines import build_engine
 from rpger_ops.migrations import m0001_rpger_schema, registry
 from rpger_ops.restore import RefusedError, restore_set
 from rpger_ops.schema import code_schema_version
+from rpger_ops.store import LocalStore
 
 AT_N = [m0001_rpger_schema]
 
@@ -37,7 +37,9 @@ def test_set_at_n_restored_into_code_at_n_plus_2_is_migrated(settings, monkeypat
     code_at(monkeypatch, AT_N)
     seed_at_current_code(settings)
     set_id = take_set(settings)
-    assert Catalog(settings.backup_dir).read(set_id)["schema_version"] == 1
+    # Each database's schema version as its data recorded it (the stack markers).
+    backup_set = LocalStore(settings.backup_dir).read(set_id)
+    assert {db: backup_set.schema_version_of(db) for db in backup_set.databases} == {"mongo": 1, "redis": 1, "chroma": 1}
     wipe(settings)
 
     code_at(monkeypatch, [*AT_N, load("m0002_notes_index"), load("m0003_notes_text_to_body")])
@@ -64,11 +66,11 @@ def test_set_at_n_plus_1_into_code_at_n_is_refused(settings, monkeypatch):
     code_at(monkeypatch, [*AT_N, load("m0002_notes_index")])
     seed_at_current_code(settings)
     set_id = take_set(settings, dbs=("mongo",))
-    assert Catalog(settings.backup_dir).read(set_id)["schema_version"] == 2
+    assert LocalStore(settings.backup_dir).read(set_id).schema_version_of("mongo") == 2
     wipe(settings, dbs=("mongo",))
 
     code_at(monkeypatch, AT_N)
-    with pytest.raises(RefusedError, match="schema version 2, newer than this code's 1"):
+    with pytest.raises(RefusedError, match="newer schema \\(mongo at 2\\) than this code's 1"):
         restore_set(settings, "latest", dbs=("mongo",))
     engine = build_engine("mongo", settings)
     try:

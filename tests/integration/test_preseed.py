@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from collections.abc import Iterator
@@ -13,13 +14,15 @@ from conftest import Endpoint, make_settings
 from restore_support import digests, manifest_digests, new_volume, take_set, wipe
 
 from rpger_ops import devservers, testdata
-from rpger_ops.catalog import Catalog
 from rpger_ops.connect import mongo_client, redis_client
 from rpger_ops.engines import build_engine
 from rpger_ops.engines.base import ENGINE_NAMES, StackMarker
+from rpger_ops.migrations.registry import default_registry
 from rpger_ops.preseed import preseed
 from rpger_ops.schema import code_schema_version
 from rpger_ops.settings import Settings
+from rpger_ops.store import LocalStore
+from tests.integration.backup_support import damage_stored_dump, own_blob_id
 
 SCALE = 30
 
@@ -136,17 +139,18 @@ def test_corrupt_newest_set_falls_back_to_the_previous(settings: Settings) -> No
     client.close()
     newer = take_set(settings, dbs=["mongo"])
     assert newer > older and manifest_digests(settings, newer)["mongo"] != older_digest
-    archive = Catalog(settings.backup_dir).archive_path(newer, "mongo")
-    data = bytearray(archive.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # one flipped byte: the sha256 check must catch it
-    archive.write_bytes(bytes(data))
+    # One flipped byte in what only the newer set holds: the sha256 check must catch it.
+    damage_stored_dump(LocalStore(settings.backup_dir), newer, "mongo")
     new_volume(settings, ["mongo"])
 
     report = preseed(settings, ["mongo"])
     d = report.databases["mongo"]
     assert (d.action, d.set_id, d.origin) == ("restored", older, "local"), d
-    assert "corrupt" in d.message
+    assert any(newer in n and "corrupt" in n for n in report.notes), report.notes
     assert digests(settings, ["mongo"])["mongo"] == older_digest
+    # The damage is written back: the newer set no longer counts as verified.
+    entry = LocalStore(settings.backup_dir).read(newer).databases["mongo"]
+    assert entry.status == "corrupt" and "found by a restore" in str(entry.error)
 
 
 def test_nothing_anywhere_initialises_empty_with_marker(settings_s3: Settings) -> None:
@@ -155,7 +159,7 @@ def test_nothing_anywhere_initialises_empty_with_marker(settings_s3: Settings) -
     for name in ENGINE_NAMES:
         d = report.databases[name]
         assert (d.state, d.action) == ("new", "initialized_empty")
-        assert "no verified backup set anywhere" in d.message
+        assert "no backup set anywhere" in d.message
         marker = marker_of(settings_s3, name)
         # The migrations that follow an init move the marker to the code's schema version.
         assert marker is not None and marker.schema_version == code_schema_version()
@@ -226,30 +230,94 @@ def test_startup_gate_exit_codes(settings: Settings, tmp_path: Path, mongo_endpo
     assert "not ready after 1s: redis" in err and "nothing was changed" in err
 
 
-def test_migrations_wait_until_every_database_is_seeded(settings: Settings) -> None:
-    # The migration runner writes all three markers: run early, it would turn a
-    # database still waiting for its preseed into an "emptied" one.
+def test_migrations_run_per_database_as_each_is_seeded(settings: Settings) -> None:
+    # Each database keeps its own ledger: seeding one migrates that one and touches no other
+    # (a marker written on a database still waiting would make it look emptied on purpose).
     testdata.load_all(settings, scale=20)
     take_set(settings)
     new_volume(settings)
     first = preseed(settings, ["mongo"])
     assert first.ok and first.databases["mongo"].action == "restored"
-    assert first.migrations.applied is None
-    assert "redis is a new volume" in (first.migrations.deferred or "")
+    assert first.migrations.databases == ["mongo"] and first.migrations.applied == []  # the set was migrated
     for name in ("redis", "chroma"):
         assert marker_of(settings, name) is None
     rest = preseed(settings, ["redis", "chroma"])
     assert {d.action for d in rest.databases.values()} == {"restored"}
-    assert rest.migrations.deferred is None and rest.migrations.applied == []  # the set was migrated
+    assert rest.migrations.databases == ["redis", "chroma"] and rest.migrations.error is None
     for name in ENGINE_NAMES:
         marker = marker_of(settings, name)
         assert marker is not None and marker.schema_version == code_schema_version()
+        steps = [m.version for m in default_registry() if name in m.databases]  # 0002 has no Redis step
+        assert [e.version for e in marker.migrations or ()] == steps
+
+
+def test_per_database_preseeds_at_once_do_not_fail_each_other(settings: Settings) -> None:
+    testdata.load_all(settings, scale=20)
+    take_set(settings)
+    new_volume(settings)
+    reports: dict[str, Any] = {}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(3)
+
+    def run(db: str) -> None:
+        try:
+            barrier.wait()
+            reports[db] = preseed(settings, [db])
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(db,)) for db in ENGINE_NAMES]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert not errors
+    for db in ENGINE_NAMES:
+        assert reports[db].ok, reports[db].lines()
+        assert reports[db].databases[db].action == "restored" and reports[db].migrations.error is None
+
+
+def test_a_failing_migration_after_a_good_restore_is_its_own_failure_and_stays_visible(
+        settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from migrations_support import load
+    from restore_support import settings_env
+
+    from rpger_ops import cli
+    from rpger_ops.migrations import registry
+
+    testdata.load_all(settings, scale=20)
+    set_id = take_set(settings)
+    expected = manifest_digests(settings, set_id)
+    new_volume(settings)
+    failing = tmp_path / "m0003_breaks.py"
+    failing.write_text('VERSION = 3\nNAME = "breaks"\n\ndef up_chroma(ctx):\n    raise RuntimeError("no space left")\n')
+    shipped = list(registry.MIGRATIONS)
+    monkeypatch.setattr(registry, "MIGRATIONS", [*shipped, load("m0003_breaks", failing)])
+    for key, value in settings_env(settings).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+
+    assert cli.main(["preseed", "--timeout", "5", "--json"]) == 4
+    report = json.loads(capsys.readouterr().out)
+    assert report["seeded_ok"] and not report["ok"]
+    assert {d["action"] for d in report["databases"].values()} == {"restored"}
+    assert "no space left" in report["migrations"]["error"]
+    assert digests(settings) == expected  # the data is back; only the schema step failed
+    # The next start: nothing to seed, but the migration is still pending: the same failure, never 0.
+    assert cli.main(["preseed", "--timeout", "5"]) == 4
+    captured = capsys.readouterr()
+    assert "data in place; schema migration failed" in captured.err and "no space left" in captured.err
+    # Fixed: the gate applies it and lets the app start.
+    failing.write_text('VERSION = 3\nNAME = "breaks"\n\ndef up_chroma(ctx):\n    return None\n')
+    monkeypatch.setattr(registry, "MIGRATIONS", [*shipped, load("m0003_breaks", failing)])
+    assert cli.main(["preseed", "--timeout", "5"]) == 0
+    assert "migrations applied (mongo, redis, chroma): [3]" in capsys.readouterr().out
 
 
 def test_corrupt_offsite_copy_falls_back_to_the_previous_offsite_set(settings_s3: Settings) -> None:
     import io
 
-    from rpger_ops.offsite import OffsiteStore
+    from rpger_ops.store.s3 import S3Store
 
     testdata.load_redis(settings_s3, scale=20)
     older = take_set(settings_s3, dbs=["redis"], offsite=True)
@@ -259,13 +327,17 @@ def test_corrupt_offsite_copy_falls_back_to_the_previous_offsite_set(settings_s3
     r.close()
     newer = take_set(settings_s3, dbs=["redis"], offsite=True)
     assert newer > older
-    store = OffsiteStore.from_settings(settings_s3)
+    store = S3Store.from_settings(settings_s3)
     junk = b"not the archive"  # a damaged remote object: its sha256 no longer matches the manifest
-    store.client.put_object(store.bucket, store.archive_key(newer, "redis"), io.BytesIO(junk), len(junk))
+    key = store.blob_key(own_blob_id(LocalStore(settings_s3.backup_dir), newer, "redis"))
+    store.client.put_object(store.bucket, key, io.BytesIO(junk), len(junk))
     shutil.rmtree(settings_s3.backup_dir)
     new_volume(settings_s3, ["redis"])
 
-    d = preseed(settings_s3, ["redis"]).databases["redis"]
+    report = preseed(settings_s3, ["redis"])
+    d = report.databases["redis"]
     assert (d.action, d.set_id, d.origin) == ("restored", older, "offsite"), d
-    assert "download failed" in d.message
+    assert any(newer in n and "corrupt remote copy" in n for n in report.notes), report.notes
     assert digests(settings_s3, ["redis"])["redis"] == older_digest
+    # Written back into the off-site manifest: that copy is never picked again.
+    assert store.read(newer).databases["redis"].status == "corrupt"

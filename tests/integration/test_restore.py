@@ -8,13 +8,14 @@ import pytest
 from restore_support import digests, manifest_digests, take_set, wipe
 
 from rpger_ops import testdata
-from rpger_ops.catalog import Catalog
 from rpger_ops.connect import redis_client
 from rpger_ops.engines import build_engine
 from rpger_ops.engines.base import ENGINE_NAMES
 from rpger_ops.restore import RefusedError, RestoreError, restore_set
 from rpger_ops.schema import code_schema_version
+from rpger_ops.sets import BackupSet
 from rpger_ops.settings import Settings
+from rpger_ops.store import LocalStore
 
 
 def test_restore_refuses_a_non_empty_target_without_force(settings: Settings) -> None:
@@ -46,11 +47,10 @@ def test_force_takes_a_safety_set_then_replaces(settings: Settings) -> None:
     assert report.ok, report.lines()
     assert digests(settings) == expected
     assert report.safety_set_id and report.safety_set_id != set_id
-    safety = Catalog(settings.backup_dir).read(report.safety_set_id)
-    assert safety["kind"] == "safety"
+    safety = LocalStore(settings.backup_dir).read(report.safety_set_id)
+    assert safety.kind == "safety" and safety.complete
     # The safety set holds exactly what was replaced.
-    assert {db: e["source_digest"] for db, e in safety["databases"].items()} == current
-    assert all(e["status"] == "verified" for e in safety["databases"].values())
+    assert {db: e.digest for db, e in safety.databases.items()} == current
 
 
 def test_restore_one_database_into_an_empty_target_needs_no_force(settings: Settings) -> None:
@@ -71,9 +71,12 @@ def test_restore_one_database_into_an_empty_target_needs_no_force(settings: Sett
 def test_set_with_a_newer_schema_is_refused(settings: Settings) -> None:
     testdata.load_redis(settings, scale=20)
     set_id = take_set(settings, dbs=["redis"])
-    Catalog(settings.backup_dir).update(set_id, lambda m: m.update(schema_version=code_schema_version() + 1))
+    def newer(s: BackupSet) -> None:
+        s.databases["redis"].schema_version = code_schema_version() + 1
+
+    LocalStore(settings.backup_dir).update(set_id, newer)
     wipe(settings, ["redis"])
-    with pytest.raises(RefusedError, match="newer than this code"):
+    with pytest.raises(RefusedError, match="newer schema"):
         restore_set(settings, set_id, ["redis"])
     engine = build_engine("redis", settings)
     assert engine.is_empty()
@@ -90,11 +93,11 @@ def test_restore_a_chosen_set_from_offsite(settings_s3: Settings) -> None:
     assert report.ok, report.lines()
     assert {d.origin for d in report.databases.values()} == {"offsite"}
     assert digests(settings_s3) == expected
-    assert not Catalog(settings_s3.backup_dir).set_ids()  # the download was private, not a local set
+    assert not LocalStore(settings_s3.backup_dir).set_ids()  # the download was private, not a local set
 
 
 def test_unknown_set_is_a_clear_error(settings: Settings) -> None:
-    with pytest.raises(RestoreError, match="20200101T000000Z is not available"):
+    with pytest.raises(RestoreError, match="20200101T000000Z not found"):
         restore_set(settings, "20200101T000000Z", list(ENGINE_NAMES))
     with pytest.raises(RestoreError, match="not a backup set id"):
         restore_set(settings, "yesterday")

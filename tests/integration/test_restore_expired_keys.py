@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import time
 
-from rpger_ops import backup, testdata
+from rpger_ops import testdata
 from rpger_ops.connect import redis_client
+from rpger_ops.pipeline import BackupPipeline
 from rpger_ops.restore import restore_set
+from rpger_ops.sets import SetKind
 from rpger_ops.settings import Settings
 from tests.integration.restore_support import wipe
 
@@ -18,7 +20,7 @@ def test_restore_after_ttl_expiry_is_verified_against_the_dump(settings: Setting
     testdata.load_redis(settings, scale=20)
     r = redis_client(settings)
     r.set("flash:short-lived", "x", px=1500)
-    set_id = backup.take_backup_set(settings, dbs=("redis",), kind="manual", offsite=False)
+    set_id = BackupPipeline(settings).take_set(SetKind.MANUAL, ["redis"], offsite=False).set_id
     time.sleep(2.0)  # the key has expired since the backup
     wipe(settings, ("redis",))
     report = restore_set(settings, set_id, dbs=["redis"])

@@ -13,10 +13,10 @@ from conftest import make_settings
 from restore_support import digests, settings_env, wipe
 
 from rpger_ops import cli, devservers, migrate, testdata
-from rpger_ops.catalog import Catalog
 from rpger_ops.connect import chroma_client
 from rpger_ops.engines.base import ENGINE_NAMES
 from rpger_ops.settings import Settings
+from rpger_ops.store import LocalStore
 
 RUNBOOK = Path(__file__).resolve().parents[2] / "docs" / "runbook.md"
 SET_ID = re.compile(r"^\d{8}T\d{6}Z$")
@@ -66,11 +66,14 @@ def test_runbook_commands_work_in_order(settings_s3: Settings, monkeypatch: pyte
         if argv[0] == "backup":
             set_id = out.strip().splitlines()[-1]
             assert SET_ID.match(set_id), out
-        if argv[0] == "sets":
-            assert set_id in out and "verified" in out and "local+offsite" in out
+        if argv[0] == "sets":  # one line per copy: the set, locally and off-site, complete
+            lines = [ln.split() for ln in out.splitlines()]
+            assert [set_id, "manual", "local", "verified", "verified", "verified", "yes"] in [ln[:7] for ln in lines]
+            assert ["offsite", "verified", "verified", "verified", "yes"] in [ln[:5] for ln in lines], out
+            assert f"latest offsite (whole stack): {set_id}" in out
     # The walk ended restored from the off-site copy of the set it backed up.
-    manifest = Catalog(settings_s3.backup_dir).read(set_id)
-    assert digests(settings_s3) == {db: manifest["databases"][db]["source_digest"] for db in ENGINE_NAMES}
+    backup_set = LocalStore(settings_s3.backup_dir).read(set_id)
+    assert digests(settings_s3) == {db: backup_set.databases[db].digest for db in ENGINE_NAMES}
 
 
 def test_restore_without_force_exits_3_and_names_the_data(settings: Settings, monkeypatch: pytest.MonkeyPatch,
@@ -91,10 +94,20 @@ def test_restore_without_force_exits_3_and_names_the_data(settings: Settings, mo
 
 def _backed_up(settings: Settings) -> tuple[str, Path]:
     testdata.load_all(settings, scale=20)
-    from rpger_ops.backup import take_backup_set
+    from rpger_ops.pipeline import BackupPipeline
+    from rpger_ops.sets import SetKind
 
-    set_id = take_backup_set(settings, kind="manual", offsite=False)
-    return set_id, Catalog(settings.backup_dir).set_dir(set_id)
+    set_id = BackupPipeline(settings).take_set(SetKind.MANUAL, offsite=False).set_id
+    return set_id, LocalStore(settings.backup_dir).set_dir(set_id)
+
+
+def _reassemble_by_hand(settings: Settings, set_id: str, db: str, out: Path) -> None:
+    """The runbook's step 2 as written: blobs checked and decompressed into a dump folder."""
+    script = (block_after("2. Reassemble", "sh").replace("DB=mongo", f"DB={db}")
+              .replace("<SET_ID>", set_id).replace("/tmp/restore/$DB", str(out)))
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=settings.backup_dir,
+                          env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
 
 
 def test_by_hand_redis_procedure(settings: Settings, tmp_path: Path, redis_factory: Any,
@@ -104,6 +117,7 @@ def test_by_hand_redis_procedure(settings: Settings, tmp_path: Path, redis_facto
     target = make_settings(tmp_path, mongo_endpoint, live, chroma_endpoint)
     secret = tmp_path / "redis_password"
     secret.write_text(live.secrets["password"])
+    _reassemble_by_hand(settings, set_id, "redis", tmp_path / "manual" / "redis")
     script = (block_after("### Redis", "sh")
               .replace("/tmp/restore", str(tmp_path / "manual"))
               .replace("6390", str(devservers.free_port())))
@@ -112,24 +126,22 @@ def test_by_hand_redis_procedure(settings: Settings, tmp_path: Path, redis_facto
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=set_dir, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    manifest = Catalog(settings.backup_dir).read(set_id)
-    assert digests(target, ["redis"]) == {"redis": manifest["databases"]["redis"]["source_digest"]}
+    backup_set = LocalStore(settings.backup_dir).read(set_id)
+    assert digests(target, ["redis"]) == {"redis": backup_set.databases["redis"].digest}
 
 
 def test_by_hand_chroma_procedure(settings: Settings, tmp_path: Path) -> None:
     set_id, set_dir = _backed_up(settings)
     src = tmp_path / "chroma"
-    src.mkdir()
-    subprocess.run(["tar", "--zstd", "-xf", str(set_dir / "chroma.tar.zst"), "-C", str(src)],
-                   check=True, capture_output=True)
+    _reassemble_by_hand(settings, set_id, "chroma", src)
     wipe(settings, ["chroma"])
     code = block_after("### Chroma", "python")
     code = code.replace('"/tmp/restore/chroma"', repr(str(src)))
     code = re.sub(r"client = chromadb\.HttpClient\(.*\)", "client = make_client()", code)
     exec(compile(code, "runbook-chroma", "exec"), {"make_client": lambda: chroma_client(settings)})
-    manifest = Catalog(settings.backup_dir).read(set_id)
+    backup_set = LocalStore(settings.backup_dir).read(set_id)
     client = chroma_client(settings)
     counts = {c.name: c.count() for c in client.list_collections()}
-    assert counts == manifest["databases"]["chroma"]["counts"]
+    assert counts == backup_set.databases["chroma"].counts
     got = client.get_collection("monsters").get(ids=["monster_3_0"], include=["metadatas", "documents"])
     assert got["metadatas"][0]["monster_id"] == "monster-3" and "monsters document 3" in got["documents"][0]

@@ -34,7 +34,12 @@ def test_shipped_registry_starts_at_the_rpger_schema():
     reg = shipped.default_registry()
     assert reg.versions()[0] == 1 and reg.get(1).name == "rpger_schema"
     assert shipped.latest_version() == reg.latest_version() >= 1
-    assert reg.get(1).down is not None
+    first = reg.get(1)
+    assert first.databases == ("mongo", "redis", "chroma") and not first.combined
+    assert all(step.down is not None for step in first.steps.values())
+    # 0.1 shipped the same schema as one combined migration: ledgers with its checksum still count.
+    assert first.accepts("475c7c420ba4bc072dffd7bfc5bf73c73507bce82bea13f12e98b713e1463d9f")
+    assert first.accepts(first.checksum) and not first.accepts("0" * 64)
 
 
 def test_versions_must_be_unique_and_ascending(tmp_path):
@@ -47,10 +52,17 @@ def test_versions_must_be_unique_and_ascending(tmp_path):
     assert Registry([]).latest_version() == 0
 
 
-def test_a_migration_needs_version_name_and_up(tmp_path):
+def test_a_migration_needs_version_name_and_steps(tmp_path):
     broken = write_module(tmp_path, "m0001_broken", "VERSION = 1\nNAME = 'broken'\n")
-    with pytest.raises(RegistryError, match="needs VERSION, NAME and up"):
+    with pytest.raises(RegistryError, match="needs up_<db>.ctx. steps"):
         Migration.from_module(broken)
+    nameless = write_module(tmp_path, "m0001_nameless", "VERSION = 1\ndef up_redis(ctx):\n    pass\n")
+    with pytest.raises(RegistryError, match="needs VERSION and NAME"):
+        Migration.from_module(nameless)
+    wrong = write_module(tmp_path, "m0001_wrong", "VERSION = 1\nNAME = 'w'\nDATABASES = ('postgres',)\n"
+                                                  "def up(ctx):\n    pass\n")
+    with pytest.raises(RegistryError, match="DATABASES must name"):
+        Migration.from_module(wrong)
     zero = write_module(tmp_path, "m0000_zero", "VERSION = 0\nNAME = 'zero'\ndef up(ctx):\n    pass\n")
     with pytest.raises(RegistryError, match="positive int"):
         Migration.from_module(zero)
@@ -59,7 +71,8 @@ def test_a_migration_needs_version_name_and_up(tmp_path):
 def test_checksum_is_the_source_file_and_changes_with_it(tmp_path):
     module = migration(tmp_path, 1, "a", down=False)
     m = Migration.from_module(module)
-    assert m.down is None and m.label == "0001 a"
+    assert m.combined and m.databases == ("mongo", "redis", "chroma")
+    assert all(step.down is None for step in m.steps.values()) and m.label == "0001 a"
     before = module_checksum(module)
     assert m.checksum == before and len(before) == 64
     path = Path(module.__file__)
@@ -68,6 +81,16 @@ def test_checksum_is_the_source_file_and_changes_with_it(tmp_path):
     assert module_checksum(module) == before
     path.write_text(path.read_text() + "# edited\n")
     assert module_checksum(module) != before
+
+
+def test_steps_per_database(tmp_path):
+    module = write_module(tmp_path, "m0002_split", "VERSION = 2\nNAME = 'split'\n"
+                                                   "def up_mongo(ctx):\n    pass\n"
+                                                   "def down_mongo(ctx):\n    pass\n"
+                                                   "def up_chroma(ctx):\n    pass\n")
+    m = Migration.from_module(module)
+    assert not m.combined and m.databases == ("mongo", "chroma")
+    assert m.steps["mongo"].down is not None and m.steps["chroma"].down is None
 
 
 def test_between_selects_the_versions_to_run(tmp_path):

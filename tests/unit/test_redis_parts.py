@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from rpger_ops.engines._redis_digest import EXPIRY_GRID_MS, _expiry_bucket
 from rpger_ops.engines._redis_raw import pack
 from rpger_ops.engines._redis_sync import check_rdb_header, parse_address
 from rpger_ops.engines.base import EngineError
@@ -53,14 +52,6 @@ def test_rdb_header_accepts_redis_and_valkey_magic(tmp_path: Path) -> None:
 def test_rdb_header_rejects_garbage_and_missing_end(tmp_path: Path, data: bytes) -> None:
     with pytest.raises(EngineError):
         check_rdb_header(_rdb(tmp_path, data))
-
-
-def test_expiry_bucket_keeps_presence_and_a_coarse_absolute_time() -> None:
-    assert _expiry_bucket(-1) == b"persistent"
-    start = 1_800_000_000_000 - 1_800_000_000_000 % EXPIRY_GRID_MS
-    assert _expiry_bucket(start) == _expiry_bucket(start + EXPIRY_GRID_MS - 1)
-    assert _expiry_bucket(start) != _expiry_bucket(start + EXPIRY_GRID_MS)
-    assert _expiry_bucket(start) != b"persistent"
 
 
 def test_pack_is_resp() -> None:

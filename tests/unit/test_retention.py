@@ -10,16 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from rpger_ops.catalog import Catalog, new_set_id
 from rpger_ops.retention import (
     Policy,
     SetInfo,
     apply_policy,
     partitions_to_drop,
+    plan,
     prune_local,
     set_info,
 )
+from rpger_ops.sets import BackupSet, DatabaseEntry, EntryStatus, SetKind, new_set_id
 from rpger_ops.settings import load_settings
+from rpger_ops.store import LocalStore
 
 
 def at(text: str) -> datetime:
@@ -221,33 +223,55 @@ def test_policy_rejects_negative_counts() -> None:
 
 # --- manifests -> SetInfo --------------------------------------------------------------------
 
-def manifest(set_id: str, *statuses: str, offsite: bool = False) -> dict:
-    dbs = {}
-    for db, status in zip(("mongo", "redis", "chroma"), statuses, strict=False):
-        entry = {"status": status, "sha256": "ab" * 32}
-        if offsite:
-            entry["offsite"] = {"key": f"p/sets/{set_id}/{db}.tar.zst", "sha256": "ab" * 32}
-        dbs[db] = entry
-    return {"set_id": set_id, "databases": dbs}
+def backup_set(set_id: str, *statuses: str, planned: tuple[str, ...] = ("mongo", "redis", "chroma"),
+               kind: str = "scheduled") -> BackupSet:
+    entries = {db: DatabaseEntry(status=EntryStatus(status), sha256="ab" * 32)
+               for db, status in zip(planned, statuses, strict=False)}
+    return BackupSet(set_id=set_id, kind=SetKind(kind), planned=list(planned), databases=entries)  # type: ignore[arg-type]
 
 
-def test_set_info_from_manifests() -> None:
+def test_set_info_from_sets() -> None:
     now = at("2026-11-28T06:00")
-    assert set_info(manifest("20261128T030000Z", "verified", "verified", "verified"), now).verified
-    partial = set_info(manifest("20261128T030000Z", "verified", "failed", "verified"), now)
+    assert set_info(backup_set("20261128T030000Z", "verified", "verified", "verified"), now).verified
+    partial = set_info(backup_set("20261128T030000Z", "verified", "failed", "verified"), now)
     assert not partial.verified and not partial.in_progress
-    young = set_info(manifest("20261128T030000Z", "verified", "dumping"), now)
+    young = set_info(backup_set("20261128T030000Z", "verified", "dumping"), now)
     assert young.in_progress and not young.verified
-    stale = set_info(manifest("20261127T030000Z", "verified", "archived"), now)
+    stale = set_info(backup_set("20261127T030000Z", "verified", "archived"), now)
     assert not stale.in_progress and not stale.verified  # abandoned: may be pruned
-    assert set_info({"set_id": "20261128T050000Z", "databases": {}}, now).in_progress
-    # off-site: verified only when every entry was uploaded with the checked sha256
-    m = manifest("20261128T030000Z", "verified", "verified", "verified")
-    assert not set_info(m, now, require_offsite=True).verified
-    m = manifest("20261128T030000Z", "verified", "verified", "verified", offsite=True)
-    assert set_info(m, now, require_offsite=True).verified
-    m["databases"]["redis"]["offsite"]["sha256"] = "cd" * 32
-    assert not set_info(m, now, require_offsite=True).verified
+    # A planned database without an entry yet: still running.
+    assert set_info(backup_set("20261128T050000Z"), now).in_progress
+    # Corrupt or failed deep verification: not complete any more.
+    assert not set_info(backup_set("20261128T030000Z", "verified", "corrupt", "verified"), now).verified
+    assert not set_info(backup_set("20261128T030000Z", "restore_failed", "verified", "verified"), now).verified
+    # Off-site copies not uploaded (local_only in that store's manifest) are not complete there.
+    assert not set_info(backup_set("20261128T030000Z", "verified", "local_only", "verified"), now).verified
+
+
+def test_groups_keep_partial_and_safety_sets_out_of_the_full_tiers() -> None:
+    """restic-style groups: a Redis-only manual set and safety sets never take a
+    full set's bucket, and keep-last=1 with every tier at 0 keeps the newest
+    complete full set even when newer safety and partial sets exist."""
+    now = at("2026-11-28T06:00")
+    sets = [
+        backup_set("20261125T030000Z", "verified", "verified", "verified"),
+        backup_set("20261126T030000Z", "verified", "verified", "verified"),
+        backup_set("20261127T030000Z", "verified", "verified", "verified"),
+        backup_set("20261127T120000Z", "verified", planned=("redis",), kind="manual"),
+        backup_set("20261127T130000Z", "verified", planned=("redis",), kind="safety"),
+        backup_set("20261127T140000Z", "verified", planned=("redis",), kind="safety"),
+    ]
+    d = plan(sets, lambda kind: Policy(keep_last=1) if kind != SetKind.SAFETY else Policy(keep_last=1), now)
+    assert d.keep == ["20261127T140000Z", "20261127T120000Z", "20261127T030000Z"]
+    assert d.remove == ["20261127T130000Z", "20261126T030000Z", "20261125T030000Z"]
+    assert d.reasons["20261127T030000Z"][0] == "[scheduled:mongo+redis+chroma] newest verified set (always kept)"
+    assert d.reasons["20261127T120000Z"][0].startswith("[manual:redis]")
+    # A newer partial full set freezes its own group only.
+    blocked = plan([*sets, backup_set("20261128T030000Z", "verified", "failed", "verified")],
+                   lambda kind: Policy(keep_last=1), now)
+    assert "20261127T030000Z" in blocked.keep and "20261126T030000Z" in blocked.keep
+    assert "scheduled:mongo+redis+chroma" in blocked.note
+    assert "20261127T130000Z" in blocked.remove  # the safety group is pruned as usual
 
 
 def test_partitions_to_drop_only_when_gone_everywhere() -> None:
@@ -258,15 +282,19 @@ def test_partitions_to_drop_only_when_gone_everywhere() -> None:
 
 # --- local pruning on disk ---------------------------------------------------------------------
 
-def make_local_sets(backup_dir: Path, specs: list[tuple[str, str]]) -> Catalog:
-    catalog = Catalog(backup_dir)
+def make_local_sets(backup_dir: Path, specs: list[tuple[str, str]]) -> LocalStore:
+    import hashlib
+
+    store = LocalStore(backup_dir)
     for text, status in specs:
-        sid = new_set_id(at(text))
-        catalog.create_set(sid, kind="scheduled")
-        for db in ("mongo", "redis", "chroma"):
-            catalog.update_database(sid, db, status=status)
-            catalog.archive_path(sid, db).write_bytes(b"archive")
-    return catalog
+        s = backup_set(new_set_id(at(text)), status, status, status)
+        for db, entry in s.databases.items():
+            path = store.archive_path(s.set_id, db)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"archive " + db.encode())
+            entry.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        store.write(s)
+    return store
 
 
 def test_prune_local_dry_run_then_real(tmp_path: Path) -> None:
@@ -295,6 +323,23 @@ def test_prune_local_newest_failed_deletes_nothing(tmp_path: Path) -> None:
     d = prune_local(settings, now=NOW)
     assert d.remove == [] and d.deleted == [] and "not verified" in d.note
     assert len(catalog.set_ids()) == 3
+
+
+def test_prune_local_rehashes_the_newest_set_before_relying_on_it(tmp_path: Path) -> None:
+    """The newest complete set is always kept — unless its archive rotted: then it is
+    marked corrupt and the next complete set is the one kept."""
+    settings = load_settings(_env_file=None, RPGER_BACKUP_DIR=str(tmp_path / "b"), RPGER_KEEP_LAST=1,
+                             RPGER_KEEP_DAILY=0, RPGER_KEEP_WEEKLY=0, RPGER_KEEP_MONTHLY=0)
+    store = make_local_sets(settings.backup_dir, [
+        ("2026-11-28T03:00", "verified"), ("2026-11-27T03:00", "verified"), ("2026-11-26T03:00", "verified"),
+    ])
+    newest, middle, _ = store.set_ids()
+    store.archive_path(newest, "redis").write_bytes(b"rotten")
+    d = prune_local(settings, dry_run=True, now=NOW)
+    assert store.read(newest).databases["redis"].status == EntryStatus.CORRUPT
+    assert "retention's re-check" in str(store.read(newest).databases["redis"].error)
+    # The rotten set is the newest finished one and not complete: nothing is deleted.
+    assert d.remove == [] and newest in d.note and middle in d.keep
 
 
 # --- the Dagster job ---------------------------------------------------------------------------

@@ -104,6 +104,7 @@ def test_every_secret_accepts_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         "RPGER_S3_ACCESS_KEY": "access-" + SECRET,
         "RPGER_S3_SECRET_KEY": "secret-" + SECRET,
         "RPGER_ALERT_WEBHOOK_URL": "http://hooks.local/x",
+        "RPGER_HEARTBEAT_URL": "https://monitor.local/ping/x",
     }
     assert set(values) == set(Settings.SECRET_ALIASES)
     for name, value in values.items():
@@ -115,6 +116,7 @@ def test_every_secret_accepts_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert s.mongodb_uri.get_secret_value() == values["MONGODB_URI"]
     assert s.s3_secret_key is not None and s.s3_secret_key.get_secret_value() == values["RPGER_S3_SECRET_KEY"]
     assert s.alert_webhook_url is not None and s.alert_webhook_url.get_secret_value() == values["RPGER_ALERT_WEBHOOK_URL"]
+    assert s.heartbeat_url is not None and s.heartbeat_url.get_secret_value() == values["RPGER_HEARTBEAT_URL"]
 
 
 def test_missing_secret_file_is_named_without_value(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -166,3 +168,27 @@ def test_cli_prints_config_error_without_traceback(monkeypatch: pytest.MonkeyPat
     assert main(["health"]) == 2
     err = capsys.readouterr().err
     assert "CHROMA_PORT" in err and "Traceback" not in err and SECRET not in err
+
+
+def test_empty_optional_url_files_mean_not_configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """compose ships empty alert_webhook_url / heartbeat_url secrets; a process
+    that reads them without the image entrypoint (a healthcheck) sees "off"."""
+    for name in ("RPGER_ALERT_WEBHOOK_URL", "RPGER_HEARTBEAT_URL"):
+        f = tmp_path / name.lower()
+        f.write_text("\n")
+        monkeypatch.setenv(name + "_FILE", str(f))
+    s = load_settings(_env_file=None)
+    assert s.alert_webhook_url is None and s.heartbeat_url is None
+    monkeypatch.delenv("RPGER_ALERT_WEBHOOK_URL_FILE")
+    with pytest.raises(ConfigError, match="RPGER_ALERT_WEBHOOK_URL: must be an http"):
+        load_settings(_env_file=None, RPGER_ALERT_WEBHOOK_URL="hooks.local/x")
+
+
+def test_storage_settings_defaults_and_refusals(tmp_path: Path) -> None:
+    s = load_settings(_env_file=None, RPGER_BACKUP_DIR=str(tmp_path))
+    assert s.set_format == 2 and not s.encryption_enabled and s.s3_object_lock_days == 0
+    assert s.blob_key_path == tmp_path / "keys" / "blob-id.key"
+    with pytest.raises(ConfigError, match="RPGER_SET_FORMAT=2"):
+        load_settings(_env_file=None, RPGER_SET_FORMAT=1, RPGER_AGE_RECIPIENTS_FILE=str(tmp_path / "r.txt"))
+    with pytest.raises(ConfigError, match="RPGER_S3_OBJECT_LOCK_MODE"):
+        load_settings(_env_file=None, RPGER_S3_OBJECT_LOCK_MODE="forever")

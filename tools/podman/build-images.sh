@@ -9,6 +9,13 @@
 #   localhost/rpger-chroma-standin:1.5.9 pip chromadb==1.5.9, for chromadb/chroma:1.5.9
 #   localhost/rpger-minio-standin:1     MinIO binary, test S3 endpoint
 #   localhost/rpger-ops:e2e             the repo Dockerfile with BASE_IMAGE=localhost/debian:trixie
+#   localhost/rpger-mongo-standin:8.0   the official mongo image's entrypoint + mongosh, FerretDB behind our mongod
+#   localhost/rpger-nginx-standin:1     Debian nginx as uid 101, for nginxinc/nginx-unprivileged
+#   localhost/rpger-socket-proxy-standin:1.13.1  our stand-in for wollomatic/socket-proxy (same flags)
+# and the stack's own derived images (compose/images/*: scripts built in),
+# built from the same Dockerfiles as production, on the stand-ins:
+#   localhost/rpger-mongodb:e2e, localhost/rpger-valkey:e2e, localhost/rpger-chroma:e2e,
+#   localhost/rpger-admin-proxy:e2e
 #
 # Needs: tools/podman/setup-host.sh done; ${RPGER_CACHE_DIR}/bin/{rpger-ferretdb,minio}
 # (tools/build.sh builds them).
@@ -103,16 +110,66 @@ if want minio; then
     bin=$CACHE/bin/minio
     [[ -x $bin ]] || { echo "build-images.sh: $bin missing (run tools/build.sh)" >&2; exit 1; }
     ctx=$(mktemp -d)
-    cp "$S/minio/Containerfile" "$ctx/"
+    cp "$S/minio/Containerfile" "$REPO/compose/scripts/http-healthcheck.sh" "$ctx/"
     cp "$bin" "$ctx/minio"
     build localhost/rpger-minio-standin:1 "$ctx" "$ctx/Containerfile" \
-        "$(hash_of "$S/minio/Containerfile" "$bin")"
+        "$(hash_of "$S/minio/Containerfile" "$REPO/compose/scripts/http-healthcheck.sh" "$bin")"
     rm -rf "$ctx"
 fi
 
+if want mongo; then
+    # The official mongo image's contract (its entrypoint, mongosh, initdb) with
+    # our mongod front for FerretDB.
+    for b in rpger-ferretdb rpger-mongod-standin; do
+        [[ -x $CACHE/bin/$b ]] || { echo "build-images.sh: $CACHE/bin/$b missing (run tools/build.sh)" >&2; exit 1; }
+    done
+    ctx=$(mktemp -d)
+    cp "$S/mongo/Containerfile" "$S/mongo/docker-entrypoint.sh" "$ctx/"
+    cp "$CACHE/bin/rpger-ferretdb" "$ctx/rpger-ferretdb"
+    cp "$CACHE/bin/rpger-mongod-standin" "$ctx/mongod"
+    BASE=$TRIXIE build localhost/rpger-mongo-standin:8.0 "$ctx" "$ctx/Containerfile" \
+        "$(echo "$(hash_of "$S/mongo/Containerfile" "$S/mongo/docker-entrypoint.sh" "$CACHE/bin/rpger-ferretdb" \
+            "$CACHE/bin/rpger-mongod-standin") $trixie_id" | sha256sum | cut -c1-64)"
+    rm -rf "$ctx"
+fi
+
+if want nginx; then
+    build localhost/rpger-nginx-standin:1 "$S/nginx" "$S/nginx/Containerfile" "$(hash_of "$S/nginx/Containerfile")"
+fi
+
+if want socket-proxy; then
+    bin=$CACHE/bin/socket-proxy
+    [[ -x $bin ]] || { echo "build-images.sh: $bin missing (run tools/build.sh)" >&2; exit 1; }
+    ctx=$(mktemp -d)
+    cp "$S/socket-proxy/Containerfile" "$ctx/"
+    cp "$bin" "$ctx/socket-proxy"
+    build localhost/rpger-socket-proxy-standin:1.13.1 "$ctx" "$ctx/Containerfile" \
+        "$(hash_of "$S/socket-proxy/Containerfile" "$bin")"
+    rm -rf "$ctx"
+fi
+
+# The stack's derived images: compose/images/<name>/Dockerfile FROM a stand-in.
+# derived NAME BASE_ARG BASE_IMAGE
+derived() {
+    local name=$1 arg=$2 base=$3 base_id files h
+    base_id=$(podman image inspect --format '{{.Id}}' "$base") || {
+        echo "build-images.sh: $base missing" >&2
+        exit 1
+    }
+    mapfile -t files < <(cd "$REPO/compose" && { ls .dockerignore; find images/"$name" scripts -type f; } | sort)
+    h=$(cd "$REPO/compose" && { echo "$base_id"; for f in "${files[@]}"; do echo "$f"; sha256sum <"$f"; done; } |
+        sha256sum | cut -c1-64)
+    build "localhost/rpger-$name:e2e" "$REPO/compose" "$REPO/compose/images/$name/Dockerfile" "$h" \
+        --build-arg "$arg=$base"
+}
+want mongo && derived mongodb MONGO_IMAGE localhost/rpger-mongo-standin:8.0
+want redis && derived valkey VALKEY_IMAGE localhost/rpger-valkey-standin:8.1
+want chroma && derived chroma CHROMA_IMAGE localhost/rpger-chroma-standin:1.5.9
+want nginx && derived admin-proxy NGINX_IMAGE localhost/rpger-nginx-standin:1
+
 if want ops; then
     # Inputs: everything the Dockerfile copies (see .dockerignore).
-    mapfile -t files < <(cd "$REPO" && { ls Dockerfile .dockerignore pyproject.toml dagster.yaml README.md 2>/dev/null
+    mapfile -t files < <(cd "$REPO" && { ls Dockerfile .dockerignore pyproject.toml dagster.yaml dagster.docker-launcher.yaml README.md 2>/dev/null
         find rpger_ops compose/scripts compose/dagster -type f ! -name '*.pyc' ! -path '*/__pycache__/*' 2>/dev/null; } | sort)
     h=$(cd "$REPO" && hash_of "${files[@]}")
     # VALKEY_IMAGE: no valkey/valkey here; the Dockerfile then installs Debian's

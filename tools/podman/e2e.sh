@@ -62,6 +62,8 @@ if [[ -f $PIDFILE ]]; then
 fi
 pkill -f "podman system service --time=0 unix://$SOCK" 2>/dev/null || true
 for _ in $(seq 25); do sock_answers || break; sleep 0.2; done
+# A bind mount of a missing socket once made a directory here: never keep one.
+[[ -d $SOCK && ! -S $SOCK ]] && rmdir "$SOCK" 2>/dev/null
 rm -f "$SOCK"
 log "starting podman system service on $SOCK"
 (cd / && exec nohup podman system service --time=0 "unix://$SOCK" >/tmp/rpger-podman-service.log 2>&1) &

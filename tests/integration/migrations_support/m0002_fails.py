@@ -6,6 +6,6 @@ VERSION = 2
 NAME = "always_fails"
 
 
-def up(ctx: MigrationContext) -> None:
+def up_mongo(ctx: MigrationContext) -> None:
     ctx.mongo["scratch_marks"].insert_one({"ran": True})
     raise RuntimeError("boom in migration 2")

@@ -7,11 +7,11 @@ VERSION = 2
 NAME = "notes_index_by_created"
 
 
-def up(ctx: MigrationContext) -> None:
+def up_mongo(ctx: MigrationContext) -> None:
     ensure_indexes(ctx, "notes", [([("userId", 1), ("created_at", -1)], False)])
     drop_index_if_exists(ctx, "notes", "userId_1")
 
 
-def down(ctx: MigrationContext) -> None:
+def down_mongo(ctx: MigrationContext) -> None:
     ensure_indexes(ctx, "notes", [([("userId", 1)], False)])
     drop_index_if_exists(ctx, "notes", "userId_1_created_at_-1")

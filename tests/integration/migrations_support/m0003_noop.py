@@ -1,4 +1,5 @@
-"""Test migration that does nothing (so a later version exists)."""
+"""Test migration that does nothing (so a later version exists): a combined one, for all
+three databases at once (a plain `up`)."""
 
 from rpger_ops.migrations.base import MigrationContext
 

@@ -18,9 +18,9 @@ def _strategy():  # type: ignore[no-untyped-def]
     return os.environ.get("RPGER_TEST_RENAME_STRATEGY", "auto")
 
 
-def up(ctx: MigrationContext) -> None:
+def up_mongo(ctx: MigrationContext) -> None:
     rename_field(ctx, "notes", "text", "body", batch_size=BATCH, strategy=_strategy())
 
 
-def down(ctx: MigrationContext) -> None:
+def down_mongo(ctx: MigrationContext) -> None:
     rename_field(ctx, "notes", "body", "text", batch_size=BATCH, strategy=_strategy())

@@ -8,11 +8,11 @@ NAME = "chroma_schema_2"
 COLLECTIONS = ("monsters", "spells", "items", "npcs", "characters", "campaign_notes")
 
 
-def up(ctx: MigrationContext) -> None:
+def up_chroma(ctx: MigrationContext) -> None:
     for name in COLLECTIONS:
         merge_chroma_metadata(ctx, name, {"schema": "rpger-2", "embedding_model": "text-embedding-3-small"})
 
 
-def down(ctx: MigrationContext) -> None:
+def down_chroma(ctx: MigrationContext) -> None:
     for name in COLLECTIONS:
         merge_chroma_metadata(ctx, name, {"schema": "rpger-1"}, remove=("embedding_model",))
