@@ -292,7 +292,8 @@ class ChromaEngine:
         for entry in _read_manifest(src)["collections"]:
             add_collection_item(d, entry["name"], entry)
             try:
-                for rb in pq.ParquetFile(src / entry["file"]).iter_batches(batch_size=4096):
+                pf = pq.ParquetFile(src / entry["file"])
+                for rb in record_batches(pf, read_batch_rows(entry.get("dimension"))):
                     add_record_items(d, entry["name"], _page_from_batch(rb))
             except EngineError:
                 raise
@@ -431,7 +432,7 @@ class ChromaEngine:
             name, path = entry["name"], src / entry["file"]
             try:
                 pf = pq.ParquetFile(path, page_checksum_verification=True)
-                rows = sum(batch.num_rows for batch in pf.iter_batches(batch_size=4096))
+                rows = sum(batch.num_rows for batch in record_batches(pf, read_batch_rows(entry.get("dimension"))))
                 footer_rows = pf.metadata.num_rows
             except Exception as exc:
                 raise EngineError(f"chroma dump file {entry['file']} is unreadable: {type(exc).__name__}: {exc}") \
@@ -470,8 +471,7 @@ class ChromaEngine:
                 unresolved = 0
                 try:
                     pf = pq.ParquetFile(src / entry["file"])
-                    batches = pf.iter_batches(batch_size=batch)
-                    for rb in batches:
+                    for rb in record_batches(pf, batch):
                         in_flight.append(pool.submit(self._add_batch, coll, rb, cosine))
                         while len(in_flight) >= 2:  # two requests in flight keep the server busy
                             added, drift = in_flight.pop(0).result()
@@ -829,6 +829,26 @@ def modify_collection_metadata(client: chromadb.api.ClientAPI, coll: Collection,
         raise EngineError("this chromadb client cannot update metadata that carries hnsw:* keys; "
                           "use the chromadb version pinned in pyproject.toml")
     modify(id=coll.id, new_metadata=metadata, tenant=coll.tenant, database=coll.database)
+
+
+def read_batch_rows(dimension: int | None) -> int:
+    """Rows per record batch when reading a dump: a `get` page's worth of floats."""
+    return max(1, min(4096, FLOATS_PER_PAGE // max(dimension or 1, 1)))
+
+
+def record_batches(pf: Any, max_rows: int) -> Iterator[pa.RecordBatch]:
+    """Every row of a dump file in batches of at most `max_rows`, one row group at a time.
+
+    `iter_batches` over the whole file holds far more native memory than one batch
+    (measured on 31 MB files of 1536-d rows: +224 MB peak RSS with 4096-row batches,
+    +89 MB with 325-row ones, +23 to +56 MB reading row group by row group). Our dumps
+    write one row group per page, so a row group is small; a file with large row
+    groups (another writer) is read in bounded batches within each group."""
+    for i in range(pf.num_row_groups):
+        if pf.metadata.row_group(i).num_rows <= max_rows:
+            yield from pf.read_row_group(i).to_batches(max_chunksize=max_rows)
+        else:
+            yield from pf.iter_batches(batch_size=max_rows, row_groups=[i])
 
 
 def _lock_collection(name: str) -> str:
