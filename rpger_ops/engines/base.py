@@ -10,9 +10,13 @@ Shared vocabulary:
 - the *stack marker* records that this stack initialised the database (stack
   id, schema version). It, and any lock the stack takes, is stack state, not
   user data: it is excluded from `is_empty`, `stats`, `digest` and `dump`.
-  Mongo: collection `_rpger_stack` (marker doc `_id: "marker"`, lock docs
-  `_id: "lock:<name>"`); Redis: key `_rpger:stack` in db0 and `_rpger:lock:<name>`;
-  Chroma: collection `_rpger_stack` and `_rpger_lock_<name>` collections.
+  It lives outside the app's namespaces: Mongo: database `<database>__stack`,
+  collection `state` (marker doc `_id: "marker"`, lock docs `_id: "lock:<name>"`);
+  Redis: keys `_rpger:stack` and `_rpger:lock:<name>` in the stack db
+  (`RPGER_REDIS_STACK_DB`, 15); Chroma: database `<database>_rpger_stack`,
+  collections `stack` and `lock_<name>`. Markers of rpger-ops 0.1 (in the app's
+  namespaces: `_rpger_stack`, db0, `rpger__stack`) are still read; the next
+  marker write moves them.
 - other `_rpger_*` namespaces (e.g. the migrations ledger `_rpger_migrations`)
   are dumped, restored and digested, but do not make a database non-empty.
 """
