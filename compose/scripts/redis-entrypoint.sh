@@ -33,6 +33,9 @@ appendfsync everysec
 save 900 1 300 100 60 10000
 maxmemory ${RPGER_REDIS_MAXMEMORY:-384mb}
 maxmemory-policy noeviction
+# No replicas here: the ops layer's snapshot (a replica's PSYNC, like redis-cli --rdb)
+# would wait the default 5 s for more replicas to join before it starts.
+repl-diskless-sync-delay 0
 CONF
 chown "$user" /run/rpger/users.acl /run/rpger/server.conf
 exec docker-entrypoint.sh "$server" /run/rpger/server.conf
