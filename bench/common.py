@@ -14,11 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
-
 from rpger_ops import devservers
 from rpger_ops.connect import chroma_admin, redis_client
-from rpger_ops.settings import Settings, _alias_of, load_settings
+from rpger_ops.settings import Settings, _alias_of, load_settings, settings_to_env
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -86,15 +84,7 @@ def load_cache_keys(settings: Settings, cache: list[tuple[str, str, int | None]]
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for name in Settings.model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        env[_alias_of(name)] = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    return env
+    return settings_to_env(settings)
 
 
 def export_env(settings: Settings) -> None:

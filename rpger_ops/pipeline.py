@@ -35,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NoReturn
 
 import rpger_ops
 from rpger_ops import heartbeat
@@ -220,6 +221,14 @@ class BackupPipeline:
         self._set_entry(set_id, db, status=EntryStatus.FAILED, error=message, failed_at=now_iso())
         return BackupError(f"backup set {set_id}: {message}", set_id)
 
+    def _raise_failed(self, set_id: str, db: EngineName, step: str, exc: BaseException) -> NoReturn:
+        """Record the entry as failed, then raise: a BackupError for errors, while
+        KeyboardInterrupt and friends keep their meaning."""
+        failure = self._fail(set_id, db, step, exc)
+        if not isinstance(exc, Exception):
+            raise exc
+        raise failure from None
+
     # --- step 1: dump -------------------------------------------------------------------
     def dump(self, set_id: str, db: EngineName, progress: Progress = no_progress) -> DatabaseEntry:
         """Dump one database into a private work folder (entry "dumping", `work_dir`).
@@ -254,10 +263,7 @@ class BackupPipeline:
         except BaseException as exc:
             shutil.rmtree(dest, ignore_errors=True)
             engine.close()
-            failure = self._fail(set_id, db, "dump", exc)
-            if not isinstance(exc, Exception):
-                raise  # KeyboardInterrupt and friends keep their meaning
-            raise failure from None
+            self._raise_failed(set_id, db, "dump", exc)
         engine.close()
         layout = "blobs" if self.settings.set_format >= 2 else "archive"
         digest_fields: dict[str, object] = {"digest": result.digest, "encrypted": False, "sealed": {}}
@@ -302,10 +308,7 @@ class BackupPipeline:
             seconds = time.monotonic() - started
         except BaseException as exc:
             shutil.rmtree(dump_dir, ignore_errors=True)
-            failure = self._fail(set_id, db, "archive", exc)
-            if not isinstance(exc, Exception):
-                raise
-            raise failure from None
+            self._raise_failed(set_id, db, "archive", exc)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(dump_dir, ignore_errors=True)
@@ -346,10 +349,7 @@ class BackupPipeline:
                     notes=[*entry.notes, *packed.rewritten], **fields)
         except BaseException as exc:
             shutil.rmtree(dump_dir, ignore_errors=True)
-            failure = self._fail(set_id, db, "archive", exc)
-            if not isinstance(exc, Exception):
-                raise
-            raise failure from None
+            self._raise_failed(set_id, db, "archive", exc)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(dump_dir, ignore_errors=True)

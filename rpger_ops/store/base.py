@@ -46,7 +46,7 @@ Blobs (content-addressed dump files, shared by sets; `rpger_ops.blobs`):
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -193,3 +193,8 @@ def update(store: SetStore, set_id: str, mutate: Callable[[BackupSet], None]) ->
 
 def sorted_ids(ids: Iterable[str]) -> list[str]:
     return sorted(set(ids), reverse=True)
+
+
+def scanned_ids(scan: Mapping[str, bool], complete: bool) -> list[str]:
+    """From a store's scan (set id -> has a manifest): the complete or the incomplete ids, newest first."""
+    return sorted_ids(set_id for set_id, has_manifest in scan.items() if has_manifest is complete)

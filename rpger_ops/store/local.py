@@ -42,7 +42,7 @@ from rpger_ops.store.base import (
     archive_name,
     blob_path,
     check_blob_id,
-    sorted_ids,
+    scanned_ids,
 )
 
 # Work folders older than this belong to runs that died (a dump takes minutes).
@@ -116,10 +116,10 @@ class LocalStore:
         return found
 
     def set_ids(self) -> list[str]:
-        return sorted_ids(i for i, complete in self._scan().items() if complete)
+        return scanned_ids(self._scan(), complete=True)
 
     def incomplete_set_ids(self) -> list[str]:
-        return sorted_ids(i for i, complete in self._scan().items() if not complete)
+        return scanned_ids(self._scan(), complete=False)
 
     # --- manifests -----------------------------------------------------------------
     def read(self, set_id: str) -> BackupSet:

@@ -57,7 +57,7 @@ from rpger_ops.store.base import (
     archive_name,
     blob_path,
     check_blob_id,
-    sorted_ids,
+    scanned_ids,
 )
 from rpger_ops.store.local import dump_manifest, parse_manifest
 
@@ -335,10 +335,10 @@ class S3Store:
         return found
 
     def set_ids(self) -> list[str]:
-        return sorted_ids(sid for sid, complete in self._scan().items() if complete)
+        return scanned_ids(self._scan(), complete=True)
 
     def incomplete_set_ids(self) -> list[str]:
-        return sorted_ids(sid for sid, complete in self._scan().items() if not complete)
+        return scanned_ids(self._scan(), complete=False)
 
     def read(self, set_id: str) -> BackupSet:
         key = self.manifest_key(set_id)

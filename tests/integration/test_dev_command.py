@@ -86,6 +86,13 @@ def _dev_argv(root: Path, ports: dict[str, int], servers_only: bool = True) -> l
     return argv
 
 
+def _spawn_dev(root: Path, ports: dict[str, int], log: Path, servers_only: bool = True) -> subprocess.Popen[bytes]:
+    """`rpger-ops dev` in a session of its own (its process tree can be killed), output to `log`."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(_dev_argv(root, ports, servers_only=servers_only), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def _ports(with_ui: bool = False) -> dict[str, int]:
     names = ["mongo", "redis", "chroma", "s3", "s3-console"] + (["ui"] if with_ui else [])
     return {n: devservers.free_port() for n in names}
@@ -150,8 +157,7 @@ def test_app_env_is_private_sourceable_and_serves_python39(tmp_path: Path) -> No
 
     root, ports = tmp_path / "dev", _ports()
     log = tmp_path / "dev.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(_dev_argv(root, ports), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = _spawn_dev(root, ports, log)
     tree: list[int] = []
     try:
         _wait_for(log, "servers running")
@@ -206,9 +212,7 @@ def test_sigterm_stops_dagster_dev_and_every_server(tmp_path: Path) -> None:
 
     root, ports = tmp_path / "dev", _ports(with_ui=True)
     log = tmp_path / "dev.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(_dev_argv(root, ports, servers_only=False), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    proc = _spawn_dev(root, ports, log, servers_only=False)
     tree: list[int] = []
     try:
         deadline = time.monotonic() + 240
@@ -274,8 +278,7 @@ def test_sigint_under_nohup_stops_everything(tmp_path: Path) -> None:
 def test_a_dying_server_is_named_with_its_reason(tmp_path: Path) -> None:
     root, ports = tmp_path / "dev", _ports()
     log = tmp_path / "dev.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(_dev_argv(root, ports), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = _spawn_dev(root, ports, log)
     tree: list[int] = []
     try:
         _wait_for(log, "servers running")
