@@ -139,6 +139,20 @@ def redis_factory(servers_root: Path) -> Iterator[Any]:
             e.server.stop()
 
 
+@pytest.fixture
+def fresh_servers(tmp_path: Path, redis_factory: Any) -> Iterator[tuple[Endpoint, Endpoint, Endpoint]]:
+    """FerretDB, redis-server and Chroma on brand-new data directories: what a rebuilt
+    host's new volumes give (preseed and round-trip tests)."""
+    ferret = devservers.start_ferretdb(tmp_path / "fresh-ferretdb")
+    chroma = devservers.start_chroma(tmp_path / "fresh-chroma")
+    try:
+        yield (Endpoint(ferret.host, ferret.port, ferret, {}, uri=f"mongodb://{ferret.host}:{ferret.port}/"),
+               redis_factory(), Endpoint(chroma.host, chroma.port, chroma, {}))
+    finally:
+        ferret.stop()
+        chroma.stop()
+
+
 def redis_url(endpoint: Endpoint) -> str:
     return endpoint.uri or f"redis://{endpoint.host}:{endpoint.port}/0"
 

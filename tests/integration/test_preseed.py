@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +32,6 @@ def marker_of(settings: Settings, name: Any) -> StackMarker | None:
         return engine.read_marker()
     finally:
         engine.close()
-
-
-@pytest.fixture
-def fresh_servers(tmp_path: Path, redis_factory: Any) -> Iterator[tuple[Endpoint, Endpoint, Endpoint]]:
-    """Three servers on brand-new data directories: what a rebuilt host sees."""
-    ferret = devservers.start_ferretdb(tmp_path / "fresh-ferretdb")
-    chroma = devservers.start_chroma(tmp_path / "fresh-chroma")
-    try:
-        yield (Endpoint(ferret.host, ferret.port, ferret, {}, uri=f"mongodb://{ferret.host}:{ferret.port}/"),
-               redis_factory(), Endpoint(chroma.host, chroma.port, chroma, {}))
-    finally:
-        ferret.stop()
-        chroma.stop()
 
 
 def test_round_trip_backup_then_fresh_volumes_then_preseed(settings: Settings, tmp_path: Path,

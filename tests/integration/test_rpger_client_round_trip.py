@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from chroma_shapes import differences, read_database
-from conftest import Endpoint, make_settings
+from conftest import make_settings
 from readback import mongo_state, redis_state
 from restore_support import settings_env
 
-from rpger_ops import devservers, migrate, testdata
+from rpger_ops import migrate, testdata
 from rpger_ops.connect import chroma_client
 from rpger_ops.engines.base import ENGINE_NAMES
 from rpger_ops.pipeline import BackupPipeline
@@ -36,19 +35,6 @@ DIM = 16
 def read_all(settings: Settings) -> dict[str, Any]:
     return {"chroma": read_database(chroma_client(settings)), "mongo": mongo_state(settings),
             "redis": redis_state(settings)}
-
-
-@pytest.fixture
-def fresh_servers(tmp_path: Path, redis_factory: Any) -> Iterator[tuple[Endpoint, Endpoint, Endpoint]]:
-    """Servers on brand-new data directories: what a rebuilt host's new volumes give."""
-    ferret = devservers.start_ferretdb(tmp_path / "fresh-ferretdb")
-    chroma = devservers.start_chroma(tmp_path / "fresh-chroma")
-    try:
-        yield (Endpoint(ferret.host, ferret.port, ferret, {}, uri=f"mongodb://{ferret.host}:{ferret.port}/"),
-               redis_factory(), Endpoint(chroma.host, chroma.port, chroma, {}))
-    finally:
-        ferret.stop()
-        chroma.stop()
 
 
 @pytest.mark.parametrize(("who_first", "chroma_style"), [
