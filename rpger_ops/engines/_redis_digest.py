@@ -1,5 +1,9 @@
 """Content digest of a Redis dataset, computed inside a private redis-server.
 
+Used for an RDB that the parser of `_redis_rdb_digest` cannot cover (module
+values, a stream whose TTL passed, a format it does not read); its TTL grid
+and `library_digest` serve that module too.
+
 The digest is always taken on a copy loaded into a temporary server of our
 own (`_redis_tmp`), never on the live one: the copy may be changed (its stack
 state removed, keys whose TTL passed expired), and debugging commands are
@@ -88,7 +92,7 @@ def _stream_groups(client: redis.Redis) -> list[bytes]:
     return sorted(out)
 
 
-def _functions(client: redis.Redis) -> bytes:
+def library_digest(client: redis.Redis) -> bytes:
     """Function libraries (Redis 7+) by name and code; older servers have none."""
     try:
         libraries = client.function_list(withcode=True)
@@ -113,4 +117,4 @@ def digest_copy(client_for_db: Any, dbs: list[int]) -> str:
         parts.append(_h(b"db%d" % db, ttl, *_stream_groups(client)))
     c0 = client_for_db(0)
     dataset = _b(c0.execute_command("DEBUG", "DIGEST"))  # every db; after the expiry above
-    return hashlib.sha256(_h(dataset, *parts, _functions(c0))).hexdigest()
+    return hashlib.sha256(_h(dataset, *parts, library_digest(c0))).hexdigest()

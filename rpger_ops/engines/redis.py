@@ -10,17 +10,21 @@
   (the stack db too), is data. Any `_rpger:*` key does not make the server
   non-empty.
 - Dump: `dump.rdb`, a snapshot pulled over the replication protocol
-  (`_redis_sync`), loaded into a temporary redis-server (`_redis_tmp`) to
-  prove it reads and to count keys per db; `dump.json` beside it records its
-  size and the stack-state keys in it (see `_write_sidecar`).
+  (`_redis_sync`), parsed (`_redis_rdb_digest`) to count keys per db and
+  digest them; `dump.json` beside it records its size and the stack-state
+  keys in it (see `_write_sidecar`). The archive's check runs
+  redis-check-rdb over it (`_redis_tmp.check_rdb`).
 - Restore: load the RDB into a temporary redis-server and replay every key
   with DUMP/PEXPIRETIME -> RESTORE ... REPLACE ABSOLUTETTL, pipelined, into
   the live server (works with AOF on, unlike dropping dump.rdb into its dir).
-- Digest: `_redis_digest`, always computed on a copy in a temporary server
-  (`DEBUG DIGEST` there, in C, plus TTLs, stream groups and functions). `dump`
-  digests the snapshot in the same temporary server that counts it; `digest()`
-  of a live server takes a snapshot first; `digest_dump` gives the digest a
-  restore of a dump would produce now (keys expired since the dump left out).
+- Digest (`_summarize`): of the RDB file, never of the live server. Parsed
+  (`_redis_rdb_digest`) where the parser reads everything; streams and
+  function libraries, which it skips, from one load into a temporary server
+  (`_redis_tmp`); any other content (module values) digested in that server
+  (`_redis_digest`: `DEBUG DIGEST` plus TTLs, stream groups, functions).
+  `dump` digests the snapshot it took; `digest()` of a live server takes a
+  snapshot first; `digest_dump` gives the digest a restore of a dump would
+  produce now (keys expired since the dump left out).
 Needs Redis/Valkey 7.0+ (PEXPIRETIME, FUNCTION) and a local redis-server or
 valkey-server at least as new as the source (to read its RDB format).
 """
@@ -42,8 +46,9 @@ import redis
 from pydantic import SecretStr
 
 from rpger_ops.connect import redis_client
-from rpger_ops.engines._redis_digest import digest_copy
+from rpger_ops.engines._redis_digest import digest_copy, library_digest
 from rpger_ops.engines._redis_raw import pack, run_packed
+from rpger_ops.engines._redis_rdb_digest import combine, parse_rdb, stream_key_digests
 from rpger_ops.engines._redis_sync import RedisAddress, check_rdb_header, fetch_rdb, parse_address
 from rpger_ops.engines._redis_tmp import TempRedis, TempServerError, check_rdb, temp_redis
 from rpger_ops.engines.base import (
@@ -185,6 +190,31 @@ def _digest_loaded(tmp: TempRedis, stack_dbs: Iterable[int]) -> str:
             client.close()
 
 
+def _summarize(rdb: Path, stack_dbs: Iterable[int], progress: Progress,
+               rdb_version: int) -> tuple[dict[str, int], dict[str, int], str]:
+    """(keys per db, stack keys per stack db, digest) of an RDB file, in one read: parsed
+    (`_redis_rdb_digest`); what the parser skips (streams, functions) from one load into a
+    temporary server; anything else digested in that server (`_redis_digest`)."""
+    parsed = parse_rdb(rdb, stack_dbs, is_stack_state)
+    if parsed is not None and parsed.complete:
+        return parsed.totals, parsed.stack_keys, combine(parsed.key_digests)
+    with _loaded(rdb, progress, rdb_version) as tmp:
+        clients: dict[int, redis.Redis] = {}
+        try:
+            client_for_db = lambda db: clients.setdefault(db, tmp.client(db))  # noqa: E731
+            if parsed is not None:
+                streams = stream_key_digests(client_for_db, parsed.skipped())
+                if streams is not None:
+                    functions = library_digest(client_for_db(0)) if parsed.has_preamble_data else b""
+                    return parsed.totals, parsed.stack_keys, combine(parsed.key_digests + streams, functions)
+            totals = _totals(client_for_db(0))
+            stack_keys = _stack_keys(client_for_db, stack_dbs)
+        finally:
+            for c in clients.values():
+                c.close()
+        return totals, stack_keys, _digest_loaded(tmp, stack_dbs)
+
+
 def _has_data(client: redis.Redis) -> bool:
     """Any key outside `_rpger:*`; stops at the first one."""
     return any(not key.startswith(STACK_PREFIX) for key in client.scan_iter(count=1000))
@@ -205,7 +235,9 @@ def _unlink_data(db0: redis.Redis) -> None:
 
 class RedisEngine:
     name: ClassVar[EngineName] = "redis"
-    digest_version: ClassVar[int] = 2  # 2: DEBUG DIGEST on a copy (1, rpger-ops 0.1: read back key by key)
+    # 3: parsed from the RDB (`_redis_rdb_digest`), or DEBUG DIGEST on a copy when the file holds
+    # what the parser skips; 2: always DEBUG DIGEST on a copy; 1 (rpger-ops 0.1): read back key by key.
+    digest_version: ClassVar[int] = 3
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -271,8 +303,8 @@ class RedisEngine:
         with tempfile.TemporaryDirectory(prefix="rpger-redis-digest-") as tmp_dir:
             rdb = Path(tmp_dir) / DUMP_FILE
             fetch_rdb(self._address(), rdb, no_progress, max(self.settings.redis_socket_timeout, 30.0))
-            with _loaded(rdb, no_progress, check_rdb_header(rdb)) as tmp:
-                return self._call("digest the snapshot", partial(_digest_loaded, tmp, self.stack_dbs))
+            return self._call("digest the snapshot", partial(
+                _summarize, rdb, self.stack_dbs, no_progress, check_rdb_header(rdb)))[2]
 
     @staticmethod
     def digest_dump(src: Path) -> str:
@@ -281,8 +313,7 @@ class RedisEngine:
         backup tell "keys expired meanwhile" from "the restore lost data"."""
         meta = _read_sidecar(src)
         rdb = _checked_rdb(src, meta)
-        with _loaded(rdb, no_progress, check_rdb_header(rdb)) as tmp:
-            return _digest_loaded(tmp, meta["stack_dbs"])
+        return _summarize(rdb, meta["stack_dbs"], no_progress, check_rdb_header(rdb))[2]
 
     # --- marker and locks ------------------------------------------------------
     def read_marker(self) -> StackMarker | None:
@@ -331,17 +362,9 @@ class RedisEngine:
         sync = fetch_rdb(self._address(), rdb, progress, timeout)
         rdb_version = check_rdb_header(rdb)
         progress("counting and digesting the snapshot's keys", 0, None)
-        # One load of the snapshot gives both its counts and its digest.
-        with _loaded(rdb, progress, rdb_version) as tmp:
-            clients: dict[int, redis.Redis] = {}
-            try:
-                client_for_db = lambda db: clients.setdefault(db, tmp.client(db))  # noqa: E731
-                totals = _totals(client_for_db(0))
-                stack_keys = _stack_keys(client_for_db, self.stack_dbs)
-            finally:
-                for c in clients.values():
-                    c.close()
-            digest = _digest_loaded(tmp, self.stack_dbs)
+        # One read of the snapshot gives both its counts and its digest (the archive's check
+        # runs redis-check-rdb over the file: every record, and the CRC64).
+        totals, stack_keys, digest = _summarize(rdb, self.stack_dbs, progress, rdb_version)
         counts = _without(totals, stack_keys)
         _write_sidecar(dest, sync.bytes, rdb_version, stack_keys, self.stack_dbs, totals)
         if had_data and not counts:
