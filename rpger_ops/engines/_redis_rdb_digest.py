@@ -33,7 +33,7 @@ from typing import Any
 
 import rdb
 
-from rpger_ops.engines._redis_digest import EXPIRY_GRID_MS
+from rpger_ops.engines._redis_digest import EXPIRY_GRID_MS, _b, _h
 
 # RDB opcodes before the first SELECTDB (rdb.h): aux fields, functions, module aux.
 _OP_AUX, _OP_SELECTDB, _OP_EOF = 0xFA, 0xFE, 0xFF
@@ -76,14 +76,6 @@ def key_digest(db: int, key: bytes, kind: bytes, value: bytes, expiry_ms: int | 
     bucket = -1 if expiry_ms is None else expiry_ms // EXPIRY_GRID_MS
     return hashlib.sha256(b"".join((_KEY_HEAD.pack(kind, db, bucket, len(key)), key,
                                     _LENGTH.pack(len(value)), value))).digest()
-
-
-def _h(*parts: bytes) -> bytes:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(len(p).to_bytes(8, "big"))
-        h.update(p)
-    return h.digest()
 
 
 def _length(buf: bytes, at: int) -> tuple[int, int, bool]:
@@ -203,10 +195,6 @@ def _entries(client: Any, key: bytes) -> list[bytes]:
         if len(page) < 1000:
             return out
         start = b"(" + _b(page[-1][0])
-
-
-def _b(value: object) -> bytes:
-    return value if isinstance(value, bytes) else str(value).encode()
 
 
 def stream_key_digests(client_for_db: Callable[[int], Any], skipped: dict[int, int],
